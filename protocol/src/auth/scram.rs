@@ -1,0 +1,523 @@
+//! SCRAM-SHA-256 (RFC 5802/7677), server side, as PostgreSQL implements it.
+//!
+//! Why not pgwire's `ScramServerAuth`: it can be driven without its connection plumbing, but it
+//! compares the final proof with `==` (not constant time), reports every failure as a
+//! stringly-typed `PgWireError`, and keeps no notion of a mock verifier. The exchange itself is
+//! ~150 lines with `hmac` + `sha2`, so it lives here. pgwire is still used for the one piece that
+//! needs a new dependency otherwise: SASLprep + PBKDF2 (`gen_salted_password`), which falls back to
+//! the raw password when SASLprep fails, exactly like PostgreSQL.
+//!
+//! No TLS yet, so no channel binding: gs2 flags `n` and `y` are accepted, `p` is refused.
+
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::sqlstate;
+
+/// Iteration count for new verifiers (PostgreSQL's `scram_iterations` default).
+pub const DEFAULT_ITERATIONS: u32 = 4096;
+const SALT_LEN: usize = 16;
+/// Raw server nonce length, as in PostgreSQL (`SCRAM_RAW_NONCE_LEN`).
+const SERVER_NONCE_LEN: usize = 18;
+const PREFIX: &str = "SCRAM-SHA-256$";
+
+/// Why a SCRAM exchange (or a stored verifier) was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScramError {
+    #[error("malformed SCRAM message: {0}")]
+    Malformed(&'static str),
+    /// Authorization identities and mandatory extensions, which PostgreSQL refuses too.
+    #[error("unsupported SCRAM feature: {0}")]
+    Unsupported(&'static str),
+    /// `p=` flag (no TLS, so nothing to bind to) or a `c=` that does not match the gs2 header.
+    #[error("SCRAM channel binding check failed")]
+    ChannelBinding,
+    #[error("SCRAM nonce mismatch")]
+    NonceMismatch,
+    /// Wrong password, or a mock verifier (unknown user): deliberately indistinguishable.
+    #[error("password authentication failed")]
+    InvalidProof,
+    #[error("invalid SCRAM verifier: {0}")]
+    InvalidVerifier(&'static str),
+}
+
+impl ScramError {
+    /// `28P01` for a failed proof (and a broken stored verifier, which PostgreSQL also reports as a
+    /// plain authentication failure), `0A000` for unsupported features, `08P01` otherwise.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            ScramError::InvalidProof | ScramError::InvalidVerifier(_) => sqlstate::INVALID_PASSWORD,
+            ScramError::Unsupported(_) => sqlstate::FEATURE_NOT_SUPPORTED,
+            ScramError::Malformed(_) | ScramError::ChannelBinding | ScramError::NonceMismatch => {
+                sqlstate::PROTOCOL_VIOLATION
+            }
+        }
+    }
+}
+
+/// A stored SCRAM-SHA-256 secret: enough to verify a client, not enough to impersonate one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramVerifier {
+    iterations: u32,
+    salt: Vec<u8>,
+    stored_key: [u8; 32],
+    server_key: [u8; 32],
+    /// Set by [`ScramVerifier::mock_for`]: the exchange runs normally but the proof always fails.
+    mock: bool,
+}
+
+impl fmt::Debug for ScramVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramVerifier")
+            .field("iterations", &self.iterations)
+            .field("salt", &STANDARD.encode(&self.salt))
+            .field("keys", &"<redacted>")
+            .field("mock", &self.mock)
+            .finish()
+    }
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // Infallible: HMAC accepts keys of any length (and keys here are ours, not peer input).
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+impl ScramVerifier {
+    /// New verifier with a random 16-byte salt and 4096 iterations, like `CREATE ROLE ... PASSWORD`.
+    pub fn from_password(password: &str) -> Self {
+        let mut salt = [0u8; SALT_LEN];
+        rand::rng().fill_bytes(&mut salt);
+        Self::with_salt(password, &salt, DEFAULT_ITERATIONS)
+    }
+
+    /// Deterministic derivation (SASLprep, then PBKDF2-HMAC-SHA256); `iterations` of 0 is
+    /// treated as 1.
+    pub fn with_salt(password: &str, salt: &[u8], iterations: u32) -> Self {
+        let iterations = iterations.max(1);
+        let salted = pgwire::api::auth::sasl::scram::gen_salted_password(
+            password,
+            salt,
+            iterations as usize,
+        );
+        let client_key = hmac(&salted, &[b"Client Key"]);
+        ScramVerifier {
+            iterations,
+            salt: salt.to_vec(),
+            stored_key: sha256(&client_key),
+            server_key: hmac(&salted, &[b"Server Key"]),
+            mock: false,
+        }
+    }
+
+    /// Parses PostgreSQL's stored form
+    /// `SCRAM-SHA-256$<iterations>:<salt b64>$<StoredKey b64>:<ServerKey b64>`.
+    pub fn parse(s: &str) -> Result<Self, ScramError> {
+        let bad = ScramError::InvalidVerifier;
+        let rest = s
+            .strip_prefix(PREFIX)
+            .ok_or(bad("missing SCRAM-SHA-256$ prefix"))?;
+        let (params, keys) = rest.split_once('$').ok_or(bad("missing '$'"))?;
+        let (iterations, salt) = params.split_once(':').ok_or(bad("missing salt"))?;
+        let (stored_key, server_key) = keys.split_once(':').ok_or(bad("missing server key"))?;
+        let iterations: u32 = iterations
+            .parse()
+            .map_err(|_| bad("invalid iteration count"))?;
+        if iterations == 0 {
+            return Err(bad("iteration count must be positive"));
+        }
+        let salt = STANDARD.decode(salt).map_err(|_| bad("invalid salt"))?;
+        if salt.is_empty() {
+            return Err(bad("empty salt"));
+        }
+        let key = |b64: &str| -> Result<[u8; 32], ScramError> {
+            let raw = STANDARD.decode(b64).map_err(|_| bad("invalid key"))?;
+            <[u8; 32]>::try_from(raw).map_err(|_| bad("key is not 32 bytes"))
+        };
+        Ok(ScramVerifier {
+            iterations,
+            salt,
+            stored_key: key(stored_key)?,
+            server_key: key(server_key)?,
+            mock: false,
+        })
+    }
+
+    /// A fake verifier for a user that does not exist, so the exchange looks exactly like a real
+    /// one (same salt for every attempt, same iteration count) and fails only at the proof: the
+    /// client cannot tell unknown users from wrong passwords. Derived from `server_secret` (a
+    /// per-deployment random value) so the fake salt cannot be predicted either.
+    pub fn mock_for(user: &str, server_secret: &[u8]) -> Self {
+        let derive = |label: &[u8]| hmac(server_secret, &[label, b"\0", user.as_bytes()]);
+        let salt = derive(b"pgpivot scram mock salt");
+        ScramVerifier {
+            iterations: DEFAULT_ITERATIONS,
+            salt: salt.get(..SALT_LEN).unwrap_or(&salt).to_vec(),
+            stored_key: derive(b"pgpivot scram mock stored key"),
+            server_key: derive(b"pgpivot scram mock server key"),
+            mock: true,
+        }
+    }
+
+    pub fn iterations(&self) -> u32 {
+        self.iterations
+    }
+
+    pub fn salt(&self) -> &[u8] {
+        &self.salt
+    }
+
+    /// True for verifiers made by [`ScramVerifier::mock_for`].
+    pub fn is_mock(&self) -> bool {
+        self.mock
+    }
+}
+
+/// PostgreSQL's stored form. A mock verifier prints like a real one (its keys still match no
+/// password anyone knows).
+impl fmt::Display for ScramVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{PREFIX}{}:{}${}:{}",
+            self.iterations,
+            STANDARD.encode(&self.salt),
+            STANDARD.encode(self.stored_key),
+            STANDARD.encode(self.server_key)
+        )
+    }
+}
+
+/// Server state between the server-first and client-final messages.
+pub struct ScramServerState {
+    /// Expected `c=` value: base64 of the gs2 header, "biws" (`n,,`) or "eSws" (`y,,`).
+    channel_binding: &'static str,
+    /// Client nonce + server nonce.
+    nonce: String,
+    client_first_bare: Vec<u8>,
+    server_first: String,
+    stored_key: [u8; 32],
+    server_key: [u8; 32],
+    mock: bool,
+}
+
+impl fmt::Debug for ScramServerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramServerState")
+            .field("nonce", &self.nonce)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `attr=value` attribute with a single-letter name (RFC 5802 `attr-val`).
+fn is_attr(a: &[u8]) -> bool {
+    matches!(a, [name, b'=', ..] if name.is_ascii_alphabetic())
+}
+
+/// Printable ASCII except ',' (RFC 5802 `printable`), the only bytes allowed in a nonce.
+fn is_nonce(n: &[u8]) -> bool {
+    !n.is_empty() && n.iter().all(|&b| (0x21..=0x7e).contains(&b) && b != b',')
+}
+
+/// Handles the client-first-message (the data of SASLInitialResponse) and returns the state to
+/// keep plus the server-first-message to send in AuthenticationSASLContinue.
+pub fn server_first(
+    verifier: &ScramVerifier,
+    client_first: &[u8],
+) -> Result<(ScramServerState, Vec<u8>), ScramError> {
+    let (channel_binding, after_flag) = match client_first {
+        [b'n', b',', rest @ ..] => ("biws", rest),
+        [b'y', b',', rest @ ..] => ("eSws", rest),
+        [b'p', b'=', ..] => return Err(ScramError::ChannelBinding),
+        _ => return Err(ScramError::Malformed("invalid gs2 channel-binding flag")),
+    };
+    let bare = match after_flag {
+        [b',', bare @ ..] => bare,
+        [b'a', b'=', ..] => return Err(ScramError::Unsupported("authorization identity")),
+        _ => return Err(ScramError::Malformed("invalid gs2 header")),
+    };
+    if bare.starts_with(b"m=") {
+        return Err(ScramError::Unsupported("mandatory extension"));
+    }
+    let mut attrs = bare.split(|&b| b == b',');
+    // The user name is ignored, as in PostgreSQL: the startup packet's `user` is authoritative.
+    if !attrs.next().is_some_and(|a| a.starts_with(b"n=")) {
+        return Err(ScramError::Malformed("expected username attribute"));
+    }
+    let client_nonce = attrs
+        .next()
+        .and_then(|a| a.strip_prefix(b"r="))
+        .filter(|n| is_nonce(n))
+        .ok_or(ScramError::Malformed("expected nonce attribute"))?;
+    if !attrs.all(is_attr) {
+        return Err(ScramError::Malformed("invalid extension attribute"));
+    }
+    // `is_nonce` guarantees ASCII, so this conversion cannot fail.
+    let client_nonce = std::str::from_utf8(client_nonce)
+        .map_err(|_| ScramError::Malformed("expected nonce attribute"))?;
+
+    let mut raw = [0u8; SERVER_NONCE_LEN];
+    rand::rng().fill_bytes(&mut raw);
+    let nonce = format!("{client_nonce}{}", STANDARD.encode(raw));
+    let server_first = format!(
+        "r={nonce},s={},i={}",
+        STANDARD.encode(&verifier.salt),
+        verifier.iterations
+    );
+    let message = server_first.clone().into_bytes();
+    let state = ScramServerState {
+        channel_binding,
+        nonce,
+        client_first_bare: bare.to_vec(),
+        server_first,
+        stored_key: verifier.stored_key,
+        server_key: verifier.server_key,
+        mock: verifier.mock,
+    };
+    Ok((state, message))
+}
+
+impl ScramServerState {
+    /// Handles the client-final-message (the SASLResponse data). On success returns the
+    /// server-final-message (`v=<ServerSignature>`) for AuthenticationSASLFinal.
+    pub fn verify_final(self, client_final: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let proof_at = client_final
+            .windows(3)
+            .position(|w| w == b",p=")
+            .ok_or(ScramError::Malformed("missing proof"))?;
+        let (without_proof, proof) = client_final.split_at(proof_at);
+        let proof = proof.get(3..).unwrap_or_default();
+        if proof.contains(&b',') {
+            return Err(ScramError::Malformed("proof must be the last attribute"));
+        }
+        let mut attrs = without_proof.split(|&b| b == b',');
+        let binding = attrs
+            .next()
+            .and_then(|a| a.strip_prefix(b"c="))
+            .ok_or(ScramError::Malformed("expected channel-binding attribute"))?;
+        if binding != self.channel_binding.as_bytes() {
+            return Err(ScramError::ChannelBinding);
+        }
+        let nonce = attrs
+            .next()
+            .and_then(|a| a.strip_prefix(b"r="))
+            .ok_or(ScramError::Malformed("expected nonce attribute"))?;
+        // The whole nonce must match, which also checks the client's own prefix.
+        if nonce != self.nonce.as_bytes() {
+            return Err(ScramError::NonceMismatch);
+        }
+        if !attrs.all(is_attr) {
+            return Err(ScramError::Malformed("invalid extension attribute"));
+        }
+        let proof = STANDARD
+            .decode(proof)
+            .ok()
+            .and_then(|p| <[u8; 32]>::try_from(p).ok())
+            .ok_or(ScramError::Malformed("invalid proof"))?;
+
+        let auth_message: [&[u8]; 5] = [
+            &self.client_first_bare,
+            b",",
+            self.server_first.as_bytes(),
+            b",",
+            without_proof,
+        ];
+        let client_signature = hmac(&self.stored_key, &auth_message);
+        let mut client_key = [0u8; 32];
+        for (k, (p, s)) in client_key
+            .iter_mut()
+            .zip(proof.iter().zip(client_signature))
+        {
+            *k = p ^ s;
+        }
+        let matches: bool = sha256(&client_key).ct_eq(&self.stored_key).into();
+        if !matches || self.mock {
+            return Err(ScramError::InvalidProof);
+        }
+        let server_signature = hmac(&self.server_key, &auth_message);
+        Ok(format!("v={}", STANDARD.encode(server_signature)).into_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+
+    /// Runs a full exchange with postgres-protocol's client (the one tokio-postgres uses).
+    fn login(v: &ScramVerifier, password: &str, cb: ChannelBinding) -> Result<(), ScramError> {
+        let mut client = ScramSha256::new(password.as_bytes(), cb);
+        let (state, first) = server_first(v, client.message())?;
+        client.update(&first).unwrap();
+        let last = state.verify_final(client.message())?;
+        client.finish(&last).unwrap();
+        Ok(())
+    }
+
+    #[test]
+    fn real_client_authenticates_against_from_password() {
+        let v = ScramVerifier::from_password("pencil");
+        assert_eq!((v.iterations(), v.salt().len()), (4096, 16));
+        login(&v, "pencil", ChannelBinding::unsupported()).unwrap();
+        login(&v, "pencil", ChannelBinding::unrequested()).unwrap();
+        let err = login(&v, "pen", ChannelBinding::unsupported()).unwrap_err();
+        assert_eq!(err, ScramError::InvalidProof);
+        assert_eq!(err.sqlstate(), "28P01");
+    }
+
+    #[test]
+    fn postgres_verifier_string_parses_and_authenticates() {
+        let stored = postgres_protocol::password::scram_sha_256(b"hunter2");
+        let v = ScramVerifier::parse(&stored).unwrap();
+        assert_eq!(v.to_string(), stored);
+        login(&v, "hunter2", ChannelBinding::unsupported()).unwrap();
+        assert!(login(&v, "hunter3", ChannelBinding::unsupported()).is_err());
+    }
+
+    #[test]
+    fn saslprep_matches_postgres_protocol() {
+        // soft hyphen is mapped to nothing by SASLprep; BEL is prohibited, so the raw bytes are used
+        for password in ["pass\u{AD}word", "bell\u{7}", "plain"] {
+            let pg = ScramVerifier::parse(&postgres_protocol::password::scram_sha_256(
+                password.as_bytes(),
+            ))
+            .unwrap();
+            let ours = ScramVerifier::with_salt(password, pg.salt(), pg.iterations());
+            assert_eq!(ours, pg, "{password:?}");
+        }
+        let v = ScramVerifier::from_password("pass\u{AD}word");
+        login(&v, "password", ChannelBinding::unsupported()).unwrap();
+    }
+
+    #[test]
+    fn mock_verifier_is_stable_and_always_fails() {
+        let a = ScramVerifier::mock_for("ghost", b"server secret");
+        assert_eq!(a, ScramVerifier::mock_for("ghost", b"server secret"));
+        assert_ne!(
+            a.salt(),
+            ScramVerifier::mock_for("ghost2", b"server secret").salt()
+        );
+        assert_eq!(
+            (a.iterations(), a.salt().len(), a.is_mock()),
+            (4096, 16, true)
+        );
+        for pw in ["", "ghost", "server secret"] {
+            assert_eq!(
+                login(&a, pw, ChannelBinding::unsupported()),
+                Err(ScramError::InvalidProof)
+            );
+        }
+    }
+
+    #[test]
+    fn verifier_parse_errors() {
+        let good = ScramVerifier::from_password("x").to_string();
+        let (head, keys) = good.rsplit_once('$').unwrap();
+        let (stored, _) = keys.split_once(':').unwrap();
+        for bad in [
+            "",
+            "md5abc",
+            "SCRAM-SHA-256$",
+            "SCRAM-SHA-256$4096:c2FsdA==",
+            "SCRAM-SHA-256$0:c2FsdA==$a:b",
+            "SCRAM-SHA-256$x:c2FsdA==$a:b",
+            "SCRAM-SHA-256$4096:!!$a:b",
+            &format!("{head}${stored}"),
+            &format!("{head}${stored}:c2hvcnQ="),
+        ] {
+            let err = ScramVerifier::parse(bad).unwrap_err();
+            assert!(matches!(err, ScramError::InvalidVerifier(_)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_first_errors() {
+        use ScramError::{ChannelBinding as Cb, Malformed as M, Unsupported as U};
+        let v = ScramVerifier::mock_for("u", b"k");
+        let flag = M("invalid gs2 channel-binding flag");
+        let nonce = M("expected nonce attribute");
+        let cases: [(&[u8], ScramError); 11] = [
+            (b"p=tls-server-end-point,,n=,r=abc", Cb),
+            (b"n,a=admin,n=,r=abc", U("authorization identity")),
+            (b"n,,m=x,n=,r=abc", U("mandatory extension")),
+            (b"", flag.clone()),
+            (b"x,,n=,r=abc", flag),
+            (b"n,x", M("invalid gs2 header")),
+            (b"n,,r=abc", M("expected username attribute")),
+            (b"n,,n=", nonce.clone()),
+            (b"n,,n=,r=", nonce.clone()),
+            (b"n,,n=,r=a\xffb", nonce),
+            (b"n,,n=,r=abc,1", M("invalid extension attribute")),
+        ];
+        for (msg, want) in cases {
+            assert_eq!(server_first(&v, msg).unwrap_err(), want, "{msg:?}");
+        }
+        assert_eq!(Cb.sqlstate(), "08P01");
+        assert_eq!(U("x").sqlstate(), "0A000");
+        assert!(server_first(&v, b"n,,n=,r=abc,x=ext").is_ok());
+    }
+
+    #[test]
+    fn client_final_errors() {
+        use ScramError::{ChannelBinding as Cb, Malformed as M, NonceMismatch as Nm};
+        let v = ScramVerifier::mock_for("u", b"k");
+        let p = STANDARD.encode([0u8; 32]);
+        let cases: [(&str, ScramError); 11] = [
+            ("c=biws,r={n}", M("missing proof")),
+            ("c=eSws,r={n},p={p}", Cb),
+            ("c=biws,r=abc,p={p}", Nm),
+            ("c=biws,r={n}x,p={p}", Nm),
+            ("r={n},p={p}", M("expected channel-binding attribute")),
+            ("c=biws,p={p}", M("expected nonce attribute")),
+            ("c=biws,r={n},p=!!", M("invalid proof")),
+            ("c=biws,r={n},p=AAAA", M("invalid proof")),
+            (
+                "c=biws,r={n},p={p},x=1",
+                M("proof must be the last attribute"),
+            ),
+            ("c=biws,r={n},1,p={p}", M("invalid extension attribute")),
+            ("c=biws,r={n},p={p}", ScramError::InvalidProof),
+        ];
+        for (template, want) in cases {
+            let (state, first) = server_first(&v, b"n,,n=,r=abc").unwrap();
+            let first = String::from_utf8(first).unwrap();
+            let n = first.split(',').next().unwrap().strip_prefix("r=").unwrap();
+            assert!(n.starts_with("abc") && n.len() == 3 + 24);
+            let msg = template.replace("{n}", n).replace("{p}", &p);
+            let err = state.verify_final(msg.as_bytes()).unwrap_err();
+            assert_eq!(err, want, "{msg}");
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let v = ScramVerifier::mock_for("u", b"k");
+        let mut seed = 7u32;
+        let alphabet = b"npyacmr=,biwsAZ09+/\x00\xff";
+        for n in 0..3000usize {
+            let msg: Vec<u8> = (0..n % 40)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    alphabet[(seed >> 16) as usize % alphabet.len()]
+                })
+                .collect();
+            let _ = server_first(&v, &msg);
+            if let Ok((state, _)) = server_first(&v, b"n,,n=,r=x") {
+                let _ = state.verify_final(&msg);
+            }
+        }
+    }
+}

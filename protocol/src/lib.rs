@@ -1,0 +1,7 @@
+pub mod frame;
+
+pub mod auth;
+pub mod build;
+pub mod sqlstate;
+pub mod startup;
+pub mod views;

@@ -1,0 +1,450 @@
+//! The untagged first packet a client sends: SSLRequest, GSSENCRequest, CancelRequest or
+//! StartupMessage.
+//!
+//! These packets have no tag byte, only a length and a 32-bit code, so they need their own parser.
+//! [`parse_initial`] is cancel-safe like `frame`: it consumes nothing until a whole packet is
+//! buffered, so the read loop can be dropped at any `.await` without losing bytes.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use subtle::ConstantTimeEq;
+
+use crate::sqlstate;
+
+/// Code of an SSLRequest (1234.5679).
+pub const SSL_REQUEST_CODE: i32 = 80877103;
+/// Code of a GSSENCRequest (1234.5680).
+pub const GSSENC_REQUEST_CODE: i32 = 80877104;
+/// Code of a CancelRequest (1234.5678).
+pub const CANCEL_REQUEST_CODE: i32 = 80877102;
+/// Protocol version 3.0, the only one the proxy speaks to backends.
+pub const PROTOCOL_3_0: i32 = 196608;
+/// Largest initial packet accepted; same limit as PostgreSQL's `MAX_STARTUP_PACKET_LENGTH`, so a
+/// client cannot make the proxy buffer megabytes before it has authenticated.
+pub const MAX_STARTUP_LEN: usize = 10_000;
+
+/// Longest cancel secret: protocol 3.2 allows up to 256 bytes (3.0 uses exactly 4).
+const MAX_CANCEL_SECRET: usize = 256;
+
+/// One parsed initial packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitialPacket {
+    /// The client asks for TLS. After answering, the caller must check that no further bytes
+    /// were buffered before the TLS handshake (CVE-2021-23214-style injection).
+    SslRequest,
+    /// The client asks for GSSAPI encryption.
+    GssEncRequest,
+    /// A cancel request on a fresh connection.
+    Cancel(CancelKey),
+    /// A normal session start.
+    Startup(StartupMessage),
+}
+
+/// Process id and secret that identify a session to cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelKey {
+    pub pid: i32,
+    /// 4 bytes for protocol 3.0, 1..=256 bytes for 3.2.
+    pub secret: Bytes,
+}
+
+impl CancelKey {
+    /// Compares the secret in constant time, so a cancel flood cannot learn a key byte by byte.
+    pub fn secret_eq(&self, other: &[u8]) -> bool {
+        self.secret.as_ref().ct_eq(other).into()
+    }
+}
+
+/// A StartupMessage: protocol version and the `name=value` parameters (user, database, GUCs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartupMessage {
+    pub major: u16,
+    pub minor: u16,
+    pub params: Vec<(String, String)>,
+}
+
+impl StartupMessage {
+    /// Value of a parameter. If a name repeats, the last one wins, as in PostgreSQL (which is also
+    /// what a backend receiving [`StartupMessage::encode`]'s output will use).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `user` parameter; empty only for hand-built messages ([`parse_initial`] rejects those).
+    pub fn user(&self) -> &str {
+        self.get("user").unwrap_or("")
+    }
+
+    /// The `database` parameter, defaulting to the user name when absent or empty, as PostgreSQL
+    /// does.
+    pub fn database(&self) -> &str {
+        match self.get("database") {
+            Some(db) if !db.is_empty() => db,
+            _ => self.user(),
+        }
+    }
+
+    /// Protocol options (`_pq.*`): the proxy implements none, so these are listed as unrecognised
+    /// in NegotiateProtocolVersion.
+    pub fn protocol_options(&self) -> Vec<&str> {
+        self.params
+            .iter()
+            .filter(|(k, _)| k.starts_with("_pq."))
+            .map(|(k, _)| k.as_str())
+            .collect()
+    }
+
+    /// Writes a protocol-3.0 StartupMessage with every parameter except `_pq.*` ones: this is what
+    /// the proxy sends to a backend after negotiating the client down to 3.0.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        let start = buf.len();
+        buf.put_i32(0); // patched below
+        buf.put_i32(PROTOCOL_3_0);
+        for (k, v) in self.params.iter().filter(|(k, _)| !k.starts_with("_pq.")) {
+            put_cstr(buf, k);
+            put_cstr(buf, v);
+        }
+        buf.put_u8(0);
+        let len = (buf.len() - start) as i32;
+        buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+/// Writes a string up to its first NUL (a NUL would end the C string early and shift every later
+/// field), then the terminator.
+fn put_cstr(buf: &mut BytesMut, s: &str) {
+    let bytes = s.as_bytes();
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    buf.put_slice(&bytes[..end]);
+    buf.put_u8(0);
+}
+
+/// Why an initial packet was refused. The connection is answered with [`StartupError::sqlstate`]
+/// and closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid length of startup packet: {0}")]
+    InvalidLength(i32),
+    #[error("invalid startup packet layout: {0}")]
+    Malformed(&'static str),
+    #[error("unsupported frontend protocol {major}.{minor}: server supports 3.0")]
+    UnsupportedVersion { major: u16, minor: u16 },
+    #[error("no PostgreSQL user name specified in startup packet")]
+    NoUser,
+    #[error("replication connections are not supported by this proxy")]
+    Replication,
+}
+
+impl StartupError {
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            StartupError::InvalidLength(_) | StartupError::Malformed(_) => {
+                sqlstate::PROTOCOL_VIOLATION
+            }
+            StartupError::UnsupportedVersion { .. } | StartupError::Replication => {
+                sqlstate::FEATURE_NOT_SUPPORTED
+            }
+            StartupError::NoUser => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+        }
+    }
+}
+
+/// Parses the first packet of a connection.
+///
+/// `Ok(None)`: the packet is not complete yet and nothing was consumed. On success exactly one
+/// packet is consumed; anything after it (e.g. a TLS ClientHello) stays in `buf`. The length is
+/// validated before it is trusted, so a hostile length cannot make the caller buffer more than
+/// [`MAX_STARTUP_LEN`] bytes.
+pub fn parse_initial(buf: &mut BytesMut) -> Result<Option<InitialPacket>, StartupError> {
+    let Some(len_bytes) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+    let len_usize = usize::try_from(len).map_err(|_| StartupError::InvalidLength(len))?;
+    if !(8..=MAX_STARTUP_LEN).contains(&len_usize) {
+        return Err(StartupError::InvalidLength(len));
+    }
+    if buf.len() < len_usize {
+        return Ok(None);
+    }
+    let mut packet = buf.split_to(len_usize).freeze();
+    packet.advance(4);
+    let code = packet.get_i32();
+    let parsed = match code {
+        SSL_REQUEST_CODE | GSSENC_REQUEST_CODE => {
+            if !packet.is_empty() {
+                return Err(StartupError::Malformed("encryption request with a body"));
+            }
+            if code == SSL_REQUEST_CODE {
+                InitialPacket::SslRequest
+            } else {
+                InitialPacket::GssEncRequest
+            }
+        }
+        CANCEL_REQUEST_CODE => {
+            if packet.len() < 4 {
+                return Err(StartupError::Malformed(
+                    "cancel request without a process id",
+                ));
+            }
+            let pid = packet.get_i32();
+            if packet.is_empty() || packet.len() > MAX_CANCEL_SECRET {
+                return Err(StartupError::Malformed("cancel request secret length"));
+            }
+            InitialPacket::Cancel(CancelKey {
+                pid,
+                secret: packet,
+            })
+        }
+        _ => InitialPacket::Startup(parse_startup(code, &packet)?),
+    };
+    Ok(Some(parsed))
+}
+
+fn parse_startup(version: i32, body: &[u8]) -> Result<StartupMessage, StartupError> {
+    let major = (version >> 16) as u16;
+    let minor = (version & 0xffff) as u16;
+    if major != 3 {
+        return Err(StartupError::UnsupportedVersion { major, minor });
+    }
+    let mut params = Vec::new();
+    let mut rest = body;
+    loop {
+        let (key, after_key) = split_cstr(rest)?;
+        if key.is_empty() {
+            if !after_key.is_empty() {
+                return Err(StartupError::Malformed("expected terminator as last byte"));
+            }
+            break;
+        }
+        let (value, after_value) = split_cstr(after_key)?;
+        let key = std::str::from_utf8(key).map_err(|_| StartupError::Malformed("invalid UTF-8"))?;
+        let value =
+            std::str::from_utf8(value).map_err(|_| StartupError::Malformed("invalid UTF-8"))?;
+        params.push((key.to_owned(), value.to_owned()));
+        rest = after_value;
+    }
+    let msg = StartupMessage {
+        major,
+        minor,
+        params,
+    };
+    if msg.user().is_empty() {
+        return Err(StartupError::NoUser);
+    }
+    if let Some(replication) = msg.get("replication") {
+        if !is_pg_false(replication) {
+            return Err(StartupError::Replication);
+        }
+    }
+    Ok(msg)
+}
+
+/// Splits off a NUL-terminated string; a missing NUL means a truncated packet.
+fn split_cstr(data: &[u8]) -> Result<(&[u8], &[u8]), StartupError> {
+    let nul = data
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(StartupError::Malformed("missing NUL terminator"))?;
+    Ok((&data[..nul], &data[nul + 1..]))
+}
+
+/// True when PostgreSQL's `parse_bool` reads `value` as false: case-insensitive prefixes of
+/// "false" and "no", "of"/"off", and "0". Everything else (true, "database", garbage) would be a
+/// replication connection or a startup error on the backend, so the proxy refuses it.
+fn is_pg_false(value: &str) -> bool {
+    let v = value.to_ascii_lowercase();
+    let prefix_of = |word: &str, min: usize| v.len() >= min && word.starts_with(v.as_str());
+    prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn startup_packet(version: i32, body: &[u8]) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.put_i32((8 + body.len()) as i32);
+        b.put_i32(version);
+        b.put_slice(body);
+        b
+    }
+
+    fn parse_one(mut b: BytesMut) -> Result<Option<InitialPacket>, StartupError> {
+        parse_initial(&mut b)
+    }
+
+    #[test]
+    fn ssl_request_keeps_following_bytes() {
+        let mut b = startup_packet(SSL_REQUEST_CODE, b"");
+        b.put_slice(b"\x16\x03");
+        assert_eq!(parse_initial(&mut b), Ok(Some(InitialPacket::SslRequest)));
+        assert_eq!(&b[..], b"\x16\x03");
+        let b = startup_packet(GSSENC_REQUEST_CODE, b"");
+        assert_eq!(parse_one(b), Ok(Some(InitialPacket::GssEncRequest)));
+        let b = startup_packet(SSL_REQUEST_CODE, b"x");
+        assert!(matches!(parse_one(b), Err(StartupError::Malformed(_))));
+    }
+
+    #[test]
+    fn incomplete_packets_consume_nothing() {
+        let full = startup_packet(PROTOCOL_3_0, b"user\0bob\0\0");
+        for cut in 0..full.len() {
+            let mut b = BytesMut::from(&full[..cut]);
+            assert_eq!(parse_initial(&mut b), Ok(None), "cut at {cut}");
+            assert_eq!(b.len(), cut);
+        }
+    }
+
+    #[test]
+    fn lengths_are_validated_before_use() {
+        for len in [i32::MIN, -1, 0, 4, 7, MAX_STARTUP_LEN as i32 + 1, i32::MAX] {
+            let mut b = BytesMut::new();
+            b.put_i32(len);
+            assert_eq!(parse_one(b.clone()), Err(StartupError::InvalidLength(len)));
+        }
+        assert_eq!(
+            StartupError::InvalidLength(0).sqlstate(),
+            sqlstate::PROTOCOL_VIOLATION
+        );
+    }
+
+    #[test]
+    fn cancel_request_secret_lengths() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&42i32.to_be_bytes());
+        body.extend_from_slice(&[1, 2, 3, 4]);
+        let Ok(Some(InitialPacket::Cancel(key))) =
+            parse_one(startup_packet(CANCEL_REQUEST_CODE, &body))
+        else {
+            panic!("expected a cancel key");
+        };
+        assert_eq!(key.pid, 42);
+        assert!(key.secret_eq(&[1, 2, 3, 4]));
+        assert!(!key.secret_eq(&[1, 2, 3, 5]));
+        assert!(!key.secret_eq(&[1, 2, 3]));
+
+        // protocol 3.2: up to 256 bytes
+        let mut long = 7i32.to_be_bytes().to_vec();
+        long.extend_from_slice(&[9; 256]);
+        let parsed = parse_one(startup_packet(CANCEL_REQUEST_CODE, &long));
+        assert!(matches!(parsed, Ok(Some(InitialPacket::Cancel(k))) if k.secret.len() == 256));
+
+        for bad in [&[][..], &[0, 0, 0, 1][..], &[0, 0][..]] {
+            let parsed = parse_one(startup_packet(CANCEL_REQUEST_CODE, bad));
+            assert!(matches!(parsed, Err(StartupError::Malformed(_))), "{bad:?}");
+        }
+        long.push(0);
+        let parsed = parse_one(startup_packet(CANCEL_REQUEST_CODE, &long));
+        assert!(matches!(parsed, Err(StartupError::Malformed(_))));
+    }
+
+    #[test]
+    fn startup_message_params_and_defaults() {
+        let body = b"user\0bob\0options\0-c x=1\0_pq.foo\0bar\0\0";
+        let mut b = startup_packet(PROTOCOL_3_0 + 2, body);
+        b.put_slice(b"next");
+        let Ok(Some(InitialPacket::Startup(msg))) = parse_initial(&mut b) else {
+            panic!("expected startup");
+        };
+        assert_eq!(&b[..], b"next");
+        assert_eq!((msg.major, msg.minor), (3, 2));
+        assert_eq!(msg.user(), "bob");
+        assert_eq!(msg.database(), "bob");
+        assert_eq!(msg.get("options"), Some("-c x=1"));
+        assert_eq!(msg.protocol_options(), vec!["_pq.foo"]);
+
+        let mut out = BytesMut::new();
+        msg.encode(&mut out);
+        let Ok(Some(InitialPacket::Startup(again))) = parse_initial(&mut out) else {
+            panic!("encode must round-trip");
+        };
+        assert!(out.is_empty());
+        assert_eq!((again.major, again.minor), (3, 0));
+        assert_eq!(again.params.len(), 2);
+        assert!(again.protocol_options().is_empty());
+
+        let b = startup_packet(PROTOCOL_3_0, b"user\0a\0database\0db\0user\0b\0\0");
+        let Ok(Some(InitialPacket::Startup(msg))) = parse_one(b) else {
+            panic!("expected startup");
+        };
+        assert_eq!(msg.user(), "b");
+        assert_eq!(msg.database(), "db");
+    }
+
+    #[test]
+    fn startup_message_errors() {
+        let cases: &[(&[u8], StartupError)] = &[
+            (
+                b"user\0bob\0",
+                StartupError::Malformed("missing NUL terminator"),
+            ),
+            (
+                b"user\0bob",
+                StartupError::Malformed("missing NUL terminator"),
+            ),
+            (
+                b"user\0\0",
+                StartupError::Malformed("missing NUL terminator"),
+            ),
+            (b"user\0", StartupError::Malformed("missing NUL terminator")),
+            (
+                b"user\0bob\0\0x",
+                StartupError::Malformed("expected terminator as last byte"),
+            ),
+            (b"user\0\xff\0\0", StartupError::Malformed("invalid UTF-8")),
+            (b"\0", StartupError::NoUser),
+            (b"user\0\0\0", StartupError::NoUser),
+            (b"database\0d\0\0", StartupError::NoUser),
+            (b"user\0u\0replication\0true\0\0", StartupError::Replication),
+            (
+                b"user\0u\0replication\0database\0\0",
+                StartupError::Replication,
+            ),
+            (b"user\0u\0replication\0o\0\0", StartupError::Replication),
+        ];
+        for (body, want) in cases {
+            let got = parse_one(startup_packet(PROTOCOL_3_0, body));
+            assert_eq!(got.as_ref(), Err(want), "{body:?}");
+        }
+        for ok in ["false", "OFF", "no", "0", "f", "N"] {
+            let body = format!("user\0u\0replication\0{ok}\0\0");
+            let got = parse_one(startup_packet(PROTOCOL_3_0, body.as_bytes()));
+            assert!(matches!(got, Ok(Some(InitialPacket::Startup(_)))), "{ok}");
+        }
+        let got = parse_one(startup_packet(2 << 16, b"user\0u\0\0"));
+        assert_eq!(
+            got,
+            Err(StartupError::UnsupportedVersion { major: 2, minor: 0 })
+        );
+        assert_eq!(StartupError::Replication.sqlstate(), "0A000");
+        assert_eq!(StartupError::NoUser.sqlstate(), "28000");
+        assert_eq!(
+            StartupError::UnsupportedVersion { major: 2, minor: 0 }.sqlstate(),
+            "0A000"
+        );
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed = 0x1234_5678u32;
+        for _ in 0..2000 {
+            let mut b = BytesMut::new();
+            let len = (seed % 40) as usize;
+            b.put_i32(8 + len as i32);
+            b.put_i32(if seed % 3 == 0 {
+                PROTOCOL_3_0
+            } else {
+                CANCEL_REQUEST_CODE
+            });
+            for _ in 0..len {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                b.put_u8(if seed % 4 == 0 { 0 } else { (seed >> 16) as u8 });
+            }
+            let _ = parse_initial(&mut b);
+        }
+    }
+}

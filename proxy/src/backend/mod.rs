@@ -1,0 +1,3 @@
+//! Server connections to backends.
+
+pub mod connect;

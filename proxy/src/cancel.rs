@@ -1,0 +1,161 @@
+//! Cancel keys: clients get pgpivot's own (pid, secret); a CancelRequest arriving on a new
+//! connection is mapped to the backend connection the client holds at that moment.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use dashmap::DashMap;
+use tokio::io::AsyncWriteExt;
+
+/// Where a cancel for one client must go.
+#[derive(Debug, Clone)]
+pub struct BackendKey {
+    pub addr: SocketAddr,
+    pub pid: i32,
+    pub secret: Vec<u8>,
+}
+
+struct Entry {
+    secret: [u8; 4],
+    backend: Option<BackendKey>,
+}
+
+#[derive(Default)]
+pub struct CancelRegistry {
+    next_pid: AtomicI32,
+    entries: DashMap<i32, Entry>,
+}
+
+/// Removes the client's key when its session ends, however it ends.
+pub struct CancelHandle {
+    registry: Arc<CancelRegistry>,
+    pub pid: i32,
+    pub secret: [u8; 4],
+}
+
+impl Drop for CancelHandle {
+    fn drop(&mut self) {
+        self.registry.entries.remove(&self.pid);
+    }
+}
+
+impl CancelHandle {
+    /// Points cancels at the backend connection the client now holds.
+    pub fn set_backend(&self, key: Option<BackendKey>) {
+        if let Some(mut e) = self.registry.entries.get_mut(&self.pid) {
+            e.backend = key;
+        }
+    }
+
+    pub fn backend(&self) -> Option<BackendKey> {
+        self.registry
+            .entries
+            .get(&self.pid)
+            .and_then(|e| e.backend.clone())
+    }
+}
+
+impl CancelRegistry {
+    pub fn new() -> Arc<Self> {
+        Arc::new(CancelRegistry {
+            next_pid: AtomicI32::new(rand::random::<u16>() as i32 + 1000),
+            entries: DashMap::new(),
+        })
+    }
+
+    /// Issues a fresh key for a new client.
+    pub fn register(self: &Arc<Self>) -> CancelHandle {
+        loop {
+            let mut pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
+            if pid <= 0 {
+                // Wrapped: restart in the positive range.
+                self.next_pid.store(1000, Ordering::Relaxed);
+                pid = 1000;
+            }
+            let secret: [u8; 4] = rand::random();
+            if let dashmap::Entry::Vacant(v) = self.entries.entry(pid) {
+                v.insert(Entry {
+                    secret,
+                    backend: None,
+                });
+                return CancelHandle {
+                    registry: self.clone(),
+                    pid,
+                    secret,
+                };
+            }
+        }
+    }
+
+    /// Looks up a cancel request's target; `None` if the key is unknown or the secret is wrong.
+    pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<BackendKey> {
+        let e = self.entries.get(&pid)?;
+        if secret.len() != 4 || !constant_time_eq(&e.secret, secret) {
+            return None;
+        }
+        e.backend.clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Sends a CancelRequest to a backend on a new connection (bounded in time; errors are only
+/// logged, as PostgreSQL gives the canceller no answer either).
+pub async fn send_cancel(key: BackendKey) {
+    let result = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut s = tokio::net::TcpStream::connect(key.addr).await?;
+        let mut b = BytesMut::with_capacity(16 + key.secret.len());
+        b.put_i32(12 + key.secret.len() as i32);
+        b.put_i32(pgpivot_protocol::startup::CANCEL_REQUEST_CODE);
+        b.put_i32(key.pid);
+        b.put_slice(&key.secret);
+        s.write_all(&b).await?;
+        s.shutdown().await?;
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => tracing::debug!(backend = %key.addr, pid = key.pid, "cancel request sent"),
+        Ok(Err(e)) => tracing::warn!(backend = %key.addr, error = %e, "cancel request failed"),
+        Err(_) => tracing::warn!(backend = %key.addr, "cancel request timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_and_vanish_with_the_session() {
+        let r = CancelRegistry::new();
+        let h = r.register();
+        assert!(r.lookup(h.pid, &h.secret).is_none(), "no backend yet");
+        let key = BackendKey {
+            addr: "127.0.0.1:5432".parse().unwrap(),
+            pid: 42,
+            secret: vec![1, 2, 3, 4],
+        };
+        h.set_backend(Some(key));
+        assert_eq!(r.lookup(h.pid, &h.secret).unwrap().pid, 42);
+        let mut wrong = h.secret;
+        wrong[0] ^= 1;
+        assert!(r.lookup(h.pid, &wrong).is_none());
+        let pid = h.pid;
+        drop(h);
+        assert!(r.lookup(pid, &[0; 4]).is_none());
+        assert!(r.is_empty());
+    }
+}

@@ -1,0 +1,44 @@
+//! Session errors, each mapped to the SQLSTATE the client sees.
+
+use pgpivot_protocol::frame::FrameError;
+use pgpivot_protocol::sqlstate;
+use pgpivot_protocol::startup::StartupError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Startup(#[from] StartupError),
+    #[error("password authentication failed for user \"{0}\"")]
+    AuthFailed(String),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("timeout expired during authentication")]
+    AuthTimeout,
+    #[error("no primary available: {0}")]
+    NoPrimary(String),
+    #[error("could not connect to the primary: {0}")]
+    Backend(String),
+    /// The backend's own ErrorResponse, forwarded verbatim (its SQLSTATE, its words).
+    #[error("the server refused the login")]
+    ServerRefused(bytes::Bytes),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl SessionError {
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            SessionError::Frame(e) => e.sqlstate(),
+            SessionError::Startup(e) => e.sqlstate(),
+            SessionError::AuthFailed(_) => sqlstate::INVALID_PASSWORD,
+            SessionError::Protocol(_) => sqlstate::PROTOCOL_VIOLATION,
+            SessionError::AuthTimeout => sqlstate::PROTOCOL_VIOLATION,
+            SessionError::NoPrimary(_) => sqlstate::CANNOT_CONNECT_NOW,
+            SessionError::Backend(_) => sqlstate::CONNECTION_FAILURE,
+            SessionError::ServerRefused(_) => sqlstate::CONNECTION_FAILURE,
+            SessionError::Io(_) => sqlstate::CONNECTION_FAILURE,
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! pgpivot: a PostgreSQL wire-protocol proxy that always points at the live primary.
+//!
+//! Data path: `server` accepts a client → `session` authenticates it, waits for the primary the
+//! `topology` monitor publishes, logs in to it (`backend`), and forwards raw frames both ways
+//! until one side leaves or a failover or shutdown ends it.
+
+pub mod backend;
+pub mod cancel;
+pub mod config;
+pub mod error;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod topology;

@@ -1,0 +1,126 @@
+//! The `pgpivot` binary: configuration, logging, signals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use pgpivot::config::Config;
+use pgpivot::server::Running;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// PostgreSQL proxy that always points at the live primary (a Pgpool-II replacement).
+///
+/// Configured by the Bitnami pgpool environment variables (PGPOOL_*), pgpivot's own (PGPIVOT_*),
+/// and optionally a TOML file whose keys are the settings' names; the environment wins.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "PGPIVOT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Validate the configuration, print the effective settings (secrets masked) and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgpivot: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        print_check(&config);
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgpivot: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgpivot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = std::env::var("PGPIVOT_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn print_check(config: &Config) {
+    println!("configuration OK");
+    println!("listen_addr = {}", config.listen_addr);
+    if let Some(p) = config.socket_path() {
+        println!("unix_socket = {}", p.display());
+    }
+    for b in &config.backends {
+        println!(
+            "backend {} = {} weight {} {}",
+            b.id,
+            b.addr(),
+            b.weight,
+            b.flag.as_str()
+        );
+    }
+    let users: Vec<&str> = config.users.iter().map(|u| u.name.as_str()).collect();
+    println!("users = {}", users.join(", "));
+    println!("authentication = {}", config.auth_method.as_str());
+    println!("--");
+    for (name, value, origin) in config.describe() {
+        println!("{name} = {value}    ({origin})");
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let drain_timeout = config.shutdown_timeout;
+    let running = Running::start(config).await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: graceful drain");
+                running.drain(drain_timeout).await;
+                return Ok(());
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: fast shutdown");
+                running.stop_fast().await;
+                return Ok(());
+            }
+            _ = quit.recv() => {
+                tracing::warn!("SIGQUIT: immediate exit");
+                std::process::exit(3);
+            }
+            _ = hup.recv() => {
+                tracing::warn!("SIGHUP: configuration reload is not supported yet; ignored");
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Listeners (TCP and unix socket), the role monitor, and orderly shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::session::{self, Ctx, UserDb};
+use crate::shutdown::Shutdown;
+use crate::topology::{monitor, NodeView, RoutingTable, Topology};
+
+/// A started pgpivot: listeners bound, monitor running.
+pub struct Running {
+    pub local_addr: SocketAddr,
+    pub socket_path: Option<PathBuf>,
+    ctx: Arc<Ctx>,
+    sessions: TaskTracker,
+    listeners: TaskTracker,
+    monitor_stop: CancellationToken,
+}
+
+impl Running {
+    /// Binds the listeners and starts the monitor and the accept loops.
+    pub async fn start(config: Config) -> anyhow::Result<Running> {
+        let config = Arc::new(config);
+        let nodes: Vec<NodeView> = config.backends.iter().map(NodeView::new).collect();
+        let topology = Topology::new(RoutingTable::empty(), nodes);
+        let monitor_stop = CancellationToken::new();
+        monitor::spawn(&config, topology.clone(), monitor_stop.clone());
+
+        let tcp = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        let local_addr = tcp.local_addr()?;
+        let socket_path = config.socket_path();
+        let unix = match &socket_path {
+            Some(path) => Some(bind_unix(path)?),
+            None => None,
+        };
+        let ctx = Arc::new(Ctx {
+            users: UserDb::new(&config),
+            config,
+            topology,
+            cancels: CancelRegistry::new(),
+            shutdown: Shutdown::new(),
+        });
+        let sessions = TaskTracker::new();
+        let listeners = TaskTracker::new();
+        listeners.spawn(accept_tcp(tcp, ctx.clone(), sessions.clone()));
+        if let Some(unix) = unix {
+            listeners.spawn(accept_unix(unix, ctx.clone(), sessions.clone()));
+        }
+        listeners.close();
+        tracing::info!(
+            listen = %local_addr,
+            socket = ?socket_path,
+            backends = ctx.config.backends.len(),
+            check_interval_ms = ctx.config.check.interval.as_millis() as u64,
+            "pgpivot ready"
+        );
+        Ok(Running {
+            local_addr,
+            socket_path,
+            ctx,
+            sessions,
+            listeners,
+            monitor_stop,
+        })
+    }
+
+    pub fn topology(&self) -> Arc<Topology> {
+        self.ctx.topology.clone()
+    }
+
+    /// Number of sessions currently running.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// SIGTERM: stop accepting, let transactions finish and end idle sessions; after `timeout`,
+    /// end the rest.
+    pub async fn drain(self, timeout: Duration) {
+        tracing::info!(
+            sessions = self.sessions.len(),
+            timeout_ms = timeout.as_millis() as u64,
+            "draining"
+        );
+        self.ctx.shutdown.drain.cancel();
+        self.sessions.close();
+        if tokio::time::timeout(timeout, self.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                sessions = self.sessions.len(),
+                "drain timed out; ending the remaining sessions"
+            );
+        }
+        self.finish().await;
+    }
+
+    /// SIGINT: end every session now.
+    pub async fn stop_fast(self) {
+        tracing::info!(sessions = self.sessions.len(), "fast shutdown");
+        self.ctx.shutdown.drain.cancel();
+        self.sessions.close();
+        self.finish().await;
+    }
+
+    async fn finish(self) {
+        self.ctx.shutdown.fast.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.sessions.wait()).await;
+        self.listeners.wait().await;
+        self.monitor_stop.cancel();
+        if let Some(p) = &self.socket_path {
+            let _ = std::fs::remove_file(p);
+        }
+        tracing::info!("pgpivot stopped");
+    }
+}
+
+fn bind_unix(path: &PathBuf) -> anyhow::Result<UnixListener> {
+    if path.exists() {
+        // A socket left by a crashed run; refuse to remove anything that is not a socket.
+        use std::os::unix::fs::FileTypeExt;
+        let meta = std::fs::symlink_metadata(path)?;
+        if !meta.file_type().is_socket() {
+            anyhow::bail!("{} exists and is not a socket", path.display());
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("{} is in use by another process", path.display());
+        }
+        std::fs::remove_file(path)?;
+    }
+    let l =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
+    Ok(l)
+}
+
+async fn accept_tcp(listener: TcpListener, ctx: Arc<Ctx>, sessions: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.drain.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                let _ = stream.set_nodelay(true);
+                sessions.spawn(session::run(ctx.clone(), stream, false));
+            }
+            Err(e) => backoff(e).await,
+        }
+    }
+}
+
+async fn accept_unix(listener: UnixListener, ctx: Arc<Ctx>, sessions: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.drain.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                sessions.spawn(session::run(ctx.clone(), stream, true));
+            }
+            Err(e) => backoff(e).await,
+        }
+    }
+}
+
+/// Accept errors (out of file descriptors, mostly) must not spin the loop.
+async fn backoff(e: std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}

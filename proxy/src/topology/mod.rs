@@ -1,0 +1,12 @@
+//! Topology: which backend is the primary, found by polling and fenced by timeline
+//! (design section 1). `probe` asks one node, `decide` applies the fencing rules, `monitor` runs
+//! the loops, `routing` is the table sessions read.
+
+pub mod decide;
+pub mod monitor;
+pub mod node;
+pub mod probe;
+pub mod routing;
+
+pub use node::{Health, NodeView, ProbeOutcome, Role};
+pub use routing::{PrimaryRoute, RoutingTable, Topology};

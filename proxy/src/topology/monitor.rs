@@ -1,0 +1,179 @@
+//! The role monitor: one probe loop per node feeding one decision loop.
+//!
+//! Probes run independently per node so a hung node (timeouts) never delays noticing that
+//! another one was promoted. Every answer goes through the [`Decider`]; when the chosen primary
+//! changes, a new routing table is published (one log line per role change and per failover).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::decide::{Decider, Decision};
+use super::node::{NodeView, ProbeOutcome, Role};
+use super::probe::probe;
+use super::routing::{PrimaryRoute, RoutingTable, Topology};
+use crate::config::Config;
+
+/// Starts the monitor; it runs until `stop` is cancelled.
+pub fn spawn(config: &Config, topology: Arc<Topology>, stop: CancellationToken) {
+    let (tx, rx) = mpsc::channel::<(usize, ProbeOutcome)>(64);
+    for node in &config.backends {
+        let tx = tx.clone();
+        let check = config.check.clone();
+        let (id, host, port) = (node.id, node.host.clone(), node.port);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(check.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let outcome = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    o = probe(&host, port, &check) => o,
+                };
+                if tx.send((id, outcome)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let nodes = config.backends.iter().map(NodeView::new).collect();
+    let decider = Decider::new(nodes, config.check.max_retries);
+    tokio::spawn(decide_loop(decider, rx, topology, stop));
+}
+
+async fn decide_loop(
+    mut decider: Decider,
+    mut rx: mpsc::Receiver<(usize, ProbeOutcome)>,
+    topology: Arc<Topology>,
+    stop: CancellationToken,
+) {
+    let mut gap_started: Option<(Instant, Option<usize>)> = Some((Instant::now(), None));
+    loop {
+        let (id, outcome) = tokio::select! {
+            _ = stop.cancelled() => return,
+            m = rx.recv() => match m { Some(m) => m, None => return },
+        };
+        let before: Vec<(Role, Option<String>)> = decider
+            .nodes
+            .iter()
+            .map(|n| (n.role, n.fenced.clone()))
+            .collect();
+        decider.observe(id, outcome, SystemTime::now());
+        let decision = decider.decide();
+        log_role_changes(&before, &decider.nodes);
+        let current = topology.current();
+        let route = route_for(&decision, &decider.nodes);
+        if route != current.primary || decision.reason != current.no_primary_reason {
+            publish(
+                &topology,
+                &current,
+                route,
+                decision.reason,
+                &decider.nodes,
+                &mut gap_started,
+            );
+        }
+        topology.set_nodes(decider.nodes.clone());
+    }
+}
+
+fn route_for(decision: &Decision, nodes: &[NodeView]) -> Option<PrimaryRoute> {
+    let id = decision.primary?;
+    let n = nodes.iter().find(|n| n.id == id)?;
+    Some(PrimaryRoute {
+        node_id: n.id,
+        host: n.host.clone(),
+        port: n.port,
+        timeline: n.timeline,
+    })
+}
+
+fn publish(
+    topology: &Topology,
+    current: &RoutingTable,
+    route: Option<PrimaryRoute>,
+    reason: Option<String>,
+    nodes: &[NodeView],
+    gap_started: &mut Option<(Instant, Option<usize>)>,
+) {
+    let old = current.primary.clone();
+    let primary_changed = old.as_ref().map(|p| p.node_id) != route.as_ref().map(|p| p.node_id);
+    let table = topology.publish(RoutingTable {
+        generation: 0,
+        primary: route.clone(),
+        no_primary_reason: reason.clone(),
+        published_at: SystemTime::now(),
+    });
+    if !primary_changed {
+        return;
+    }
+    match (&old, &route) {
+        (Some(o), None) => {
+            *gap_started = Some((Instant::now(), Some(o.node_id)));
+            tracing::warn!(
+                generation = table.generation,
+                lost = o.node_id,
+                addr = %o.addr(),
+                reason = reason.as_deref().unwrap_or(""),
+                "primary lost; new transactions wait for a primary"
+            );
+        }
+        (_, Some(n)) => {
+            let (gap_ms, lost) = match gap_started.take() {
+                Some((t, lost)) => (Some(t.elapsed().as_millis() as u64), lost),
+                None => (None, None),
+            };
+            let from = old.as_ref().map(|o| o.node_id).or(lost);
+            let standbys: Vec<usize> = nodes
+                .iter()
+                .filter(|x| x.role == Role::Standby)
+                .map(|x| x.id)
+                .collect();
+            match from {
+                None => tracing::info!(
+                    generation = table.generation,
+                    node = n.node_id,
+                    addr = %n.addr(),
+                    timeline = n.timeline.unwrap_or(0),
+                    ?standbys,
+                    "primary found"
+                ),
+                Some(from) => tracing::warn!(
+                    generation = table.generation,
+                    from,
+                    to = n.node_id,
+                    addr = %n.addr(),
+                    timeline = n.timeline.unwrap_or(0),
+                    gap_ms = ?gap_ms,
+                    "failover: writes now go to the new primary"
+                ),
+            }
+        }
+        (None, None) => {}
+    }
+}
+
+fn log_role_changes(before: &[(Role, Option<String>)], after: &[NodeView]) {
+    for (b, n) in before.iter().zip(after) {
+        if b.0 != n.role || b.1 != n.fenced {
+            tracing::info!(
+                node = n.id,
+                addr = %format!("{}:{}", n.host, n.port),
+                from = b.0.as_str(),
+                to = n.role.as_str(),
+                health = n.health.as_str(),
+                timeline = n.timeline.unwrap_or(0),
+                fenced = n.fenced.as_deref().unwrap_or(""),
+                error = n.last_error.as_deref().unwrap_or(""),
+                "node role changed"
+            );
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! What the monitor knows about one backend node.
+
+use std::time::{Duration, SystemTime};
+
+use crate::config::NodeFlag;
+
+/// Is the node reachable and answering probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Not probed yet.
+    Unknown,
+    Up,
+    Down,
+}
+
+impl Health {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+}
+
+/// The role pgpivot assigns after fencing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Unknown,
+    Primary,
+    Standby,
+    /// Answers "not in recovery" but lost the decision (older timeline, or a tie): gets nothing.
+    StalePrimary,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Unknown => "unknown",
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+            Role::StalePrimary => "stale primary",
+        }
+    }
+}
+
+/// One probe's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeOutcome {
+    Ok {
+        in_recovery: bool,
+        timeline: Option<u32>,
+        lsn: Option<u64>,
+        latency: Duration,
+    },
+    /// Connection refused or reset: the postmaster is gone. Down at once.
+    Refused(String),
+    /// No answer in time: counts toward the retry budget.
+    Timeout,
+    /// Connected but unusable (starting up, shutting down, login refused...). Down at once.
+    Failed(String),
+}
+
+/// A node as shown to operators and used by the decision.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub id: usize,
+    pub host: String,
+    pub port: u16,
+    pub weight: f64,
+    pub flag: NodeFlag,
+    pub health: Health,
+    pub role: Role,
+    /// What the node itself says (`pg_is_in_recovery()`), as of the last good probe.
+    pub in_recovery: Option<bool>,
+    pub timeline: Option<u32>,
+    pub lsn: Option<u64>,
+    pub last_probe: Option<SystemTime>,
+    pub last_latency: Option<Duration>,
+    pub consecutive_failures: u32,
+    pub successes_in_row: u32,
+    pub fenced: Option<String>,
+    pub last_error: Option<String>,
+    pub last_status_change: SystemTime,
+}
+
+impl NodeView {
+    pub fn new(n: &crate::config::BackendNode) -> Self {
+        NodeView {
+            id: n.id,
+            host: n.host.clone(),
+            port: n.port,
+            weight: n.weight,
+            flag: n.flag,
+            health: Health::Unknown,
+            role: Role::Unknown,
+            in_recovery: None,
+            timeline: None,
+            lsn: None,
+            last_probe: None,
+            last_latency: None,
+            consecutive_failures: 0,
+            successes_in_row: 0,
+            fenced: None,
+            last_error: None,
+            last_status_change: SystemTime::now(),
+        }
+    }
+}
+
+/// Formats an LSN the way PostgreSQL prints it (`16/B374D848`).
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+/// Parses PostgreSQL's `X/Y` LSN text.
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    if hi > u32::MAX as u64 || lo > u32::MAX as u64 {
+        return None;
+    }
+    Some((hi << 32) | lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_round_trip() {
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
+        assert_eq!(parse_lsn("0/0"), Some(0));
+        assert_eq!(parse_lsn("zz"), None);
+        assert_eq!(parse_lsn("1/100000000"), None);
+    }
+}

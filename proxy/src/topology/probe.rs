@@ -1,0 +1,105 @@
+//! One role probe: a fresh, timed-out connection as the check user, one query.
+//!
+//! A fresh connection each time (not a kept one) is deliberate: after `kill -9` of the postmaster
+//! an already-open session can keep answering from an orphaned backend, while a new connection is
+//! refused at once — which is exactly the signal we want.
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use super::node::{parse_lsn, ProbeOutcome};
+use crate::config::CheckSettings;
+
+/// Recovery flag, timeline and WAL position in one round trip. For a primary the timeline is the
+/// first 8 hex digits of the current WAL file name; for a standby the WAL receiver's timeline.
+const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
+     CASE WHEN pg_is_in_recovery() \
+          THEN (SELECT received_tli FROM pg_stat_wal_receiver)::int8 \
+          ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END, \
+     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text";
+
+pub async fn probe(host: &str, port: u16, check: &CheckSettings) -> ProbeOutcome {
+    let started = Instant::now();
+    match tokio::time::timeout(check.timeout, run(host, port, check)).await {
+        Err(_) => ProbeOutcome::Timeout,
+        Ok(Err(outcome)) => outcome,
+        Ok(Ok((in_recovery, timeline, lsn))) => ProbeOutcome::Ok {
+            in_recovery,
+            timeline,
+            lsn,
+            latency: started.elapsed(),
+        },
+    }
+}
+
+async fn run(
+    host: &str,
+    port: u16,
+    check: &CheckSettings,
+) -> Result<(bool, Option<u32>, Option<u64>), ProbeOutcome> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(host)
+        .port(port)
+        .user(&check.user)
+        .dbname(&check.database)
+        .application_name("pgpivot-monitor")
+        .connect_timeout(check.timeout);
+    if let Some(pw) = &check.password {
+        cfg.password(pw);
+    }
+    let (client, conn) = cfg.connect(NoTls).await.map_err(classify)?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let result = client.simple_query(PROBE_SQL).await.map_err(classify);
+    drop(client);
+    // The connection ends once the client is gone; bound it anyway.
+    let _ = tokio::time::timeout(Duration::from_millis(200), driver).await;
+    let rows = result?;
+    for msg in rows {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = msg {
+            let in_recovery = match row.get(0) {
+                Some("t") => true,
+                Some("f") => false,
+                other => {
+                    return Err(ProbeOutcome::Failed(format!(
+                        "unexpected pg_is_in_recovery() answer {other:?}"
+                    )))
+                }
+            };
+            let timeline = row.get(1).and_then(|s| s.parse::<u32>().ok());
+            let lsn = row.get(2).and_then(parse_lsn);
+            return Ok((in_recovery, timeline, lsn));
+        }
+    }
+    Err(ProbeOutcome::Failed("probe query returned no row".into()))
+}
+
+/// Sorts errors into "gone" (down now), "unusable" (down now) and ambiguous I/O.
+fn classify(e: tokio_postgres::Error) -> ProbeOutcome {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        let msg = format!("{}: {}", code.code(), db.message());
+        return ProbeOutcome::Failed(msg);
+    }
+    if e.code() == Some(&SqlState::CANNOT_CONNECT_NOW) {
+        return ProbeOutcome::Failed(e.to_string());
+    }
+    let text = e.to_string();
+    let io_kind = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .map(|io| io.kind());
+    match io_kind {
+        Some(std::io::ErrorKind::ConnectionRefused)
+        | Some(std::io::ErrorKind::ConnectionReset)
+        | Some(std::io::ErrorKind::ConnectionAborted)
+        | Some(std::io::ErrorKind::UnexpectedEof)
+        | Some(std::io::ErrorKind::BrokenPipe) => ProbeOutcome::Refused(text),
+        Some(std::io::ErrorKind::TimedOut) => ProbeOutcome::Timeout,
+        _ if text.contains("timed out") => ProbeOutcome::Timeout,
+        _ if text.contains("closed") => ProbeOutcome::Refused(text),
+        _ => ProbeOutcome::Failed(text),
+    }
+}

@@ -13,24 +13,20 @@
 //! guardian process (see `guard.rs`) does the same if we die without
 //! running `Drop`.
 
-use crate::exec::{check_pg_binaries, chown_to_pg, pg_command, run_ok, running_as_root};
+use crate::exec::{check_pg_binaries, pg_command, run_ok};
 use crate::guard::Guardian;
 use crate::node::{hba_conf, sql_ident, sql_literal, write_pg_file, AuthMethod, Node, NODE_CONF};
 use crate::ports::free_port;
 use crate::procs;
-use anyhow::{bail, Context};
+use crate::tmpdir::make_tempdir;
+use anyhow::Context;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tempfile::TempDir;
 
 /// Timeout for initdb / pg_basebackup / pg_ctl invocations.
 pub(crate) const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Environment variable overriding the directory the cluster temp dir is
-/// created in (default: the system temp dir).
-pub const TMPDIR_ENV: &str = "PGPIVOT_TMPDIR";
 
 /// How to build a test cluster. `Default` gives one asynchronous standby,
 /// SCRAM auth, user `app`/`secret` owning database `bench`.
@@ -297,43 +293,6 @@ pub(crate) fn log_since(path: &Path, from: u64) -> String {
     let text = fs::read(path).unwrap_or_default();
     let from = (from as usize).min(text.len());
     String::from_utf8_lossy(&text[from..]).into_owned()
-}
-
-/// Creates the cluster temp dir, usable by the postgres account.
-fn make_tempdir() -> anyhow::Result<TempDir> {
-    let base = std::env::var_os(TMPDIR_ENV)
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    if running_as_root() {
-        // The postgres account must be able to reach the directory.
-        for dir in base.ancestors() {
-            let meta = fs::metadata(dir).with_context(|| format!("stat {}", dir.display()))?;
-            if meta.mode() & 0o001 == 0 {
-                bail!(
-                    "{} is not world-searchable, so the postgres user cannot reach a \
-                     cluster under {}; set {TMPDIR_ENV} to e.g. /tmp",
-                    dir.display(),
-                    base.display()
-                );
-            }
-        }
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix("pgpivot-")
-        .tempdir_in(&base)
-        .with_context(|| format!("creating a temp dir in {}", base.display()))?;
-    // Unix socket paths are limited to 107 bytes.
-    let sock = tmp.path().join("node99/sock/.s.PGSQL.65535");
-    if sock.as_os_str().len() > 100 {
-        bail!(
-            "temp dir {} is too long for unix sockets; set {TMPDIR_ENV}",
-            tmp.path().display()
-        );
-    }
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o700))?;
-    chown_to_pg(tmp.path())?;
-    Ok(tmp)
 }
 
 impl Drop for Cluster {

@@ -187,6 +187,47 @@ impl Cluster {
         self.wait_standby_streaming(primary, i)
     }
 
+    /// Repoints the running standby `i` at `primary` without a new base
+    /// backup (`ALTER SYSTEM SET primary_conninfo/primary_slot_name` +
+    /// reload; slot `slotI` is created on `primary` if missing) and waits
+    /// until it streams. Like a real `follow`, this only works while the
+    /// standby has not replayed WAL beyond the new primary's timeline
+    /// switch; otherwise it times out and [`Cluster::restart_as_standby_of`]
+    /// is the way back.
+    pub fn follow(&self, i: usize, primary: usize) -> anyhow::Result<()> {
+        if i == primary {
+            bail!("node{i} cannot follow itself");
+        }
+        let node = self.node(i);
+        let slot = crate::node::sql_literal(&node.slot_name());
+        self.psql_db(
+            primary,
+            "postgres",
+            &format!(
+                "SELECT count(pg_create_physical_replication_slot({slot}, true)) \
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = {slot})"
+            ),
+        )?;
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user=postgres application_name={}",
+            self.port(primary),
+            node.name()
+        );
+        self.psql_multi(
+            i,
+            "postgres",
+            &[
+                format!(
+                    "ALTER SYSTEM SET primary_conninfo = {}",
+                    crate::node::sql_literal(&conninfo)
+                ),
+                format!("ALTER SYSTEM SET primary_slot_name = {slot}"),
+                "SELECT pg_reload_conf()".into(),
+            ],
+        )?;
+        self.wait_standby_streaming(primary, i)
+    }
+
     /// Drops replication slot `slot` on node `primary` if it exists, waiting
     /// for a walsender of a dead standby to release it.
     fn drop_slot(&self, primary: usize, slot: &str) -> anyhow::Result<()> {

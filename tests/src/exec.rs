@@ -157,6 +157,13 @@ fn reader<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<String> {
     })
 }
 
+/// `PGPIVOT_FIXTURE_TRACE=1` prints every command the fixture runs with
+/// its duration (to diagnose slow or hanging tests).
+fn trace_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("PGPIVOT_FIXTURE_TRACE").is_some_and(|v| v != "0"))
+}
+
 /// Runs `cmd` to completion (stdin = /dev/null), capturing its output.
 ///
 /// With `timeout`, the command's whole process group is SIGKILLed when it
@@ -168,6 +175,7 @@ pub(crate) fn run(cmd: &mut Command, timeout: Option<Duration>) -> anyhow::Resul
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    let started = std::time::Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("spawning {what}"))?;
     let out = reader(child.stdout.take().expect("stdout was piped"));
     let err = reader(child.stderr.take().expect("stderr was piped"));
@@ -195,6 +203,9 @@ pub(crate) fn run(cmd: &mut Command, timeout: Option<Duration>) -> anyhow::Resul
     }
     .with_context(|| format!("waiting for {what}"))?;
     let _ = waiter.join();
+    if trace_enabled() {
+        eprintln!("[pgpivot fixture] {:>8.1?} {what}", started.elapsed());
+    }
     Ok(CmdOutput {
         status,
         stdout: out.join().unwrap_or_default(),

@@ -30,14 +30,27 @@ mod control;
 mod exec;
 mod guard;
 mod node;
+mod pivot;
 mod ports;
 mod procs;
 mod sql;
+mod tmpdir;
 
-pub use cluster::{Cluster, ClusterOptions, TMPDIR_ENV};
+pub use cluster::{Cluster, ClusterOptions};
 pub use exec::{
     check_pg_binaries, pg_bin, pg_bin_dir, pgbench, running_as_root, CmdOutput, DEFAULT_PG_BIN,
     PG_BIN_ENV,
 };
 pub use node::{AuthMethod, Node};
+pub use pivot::{
+    connect, pivot_binary, pivot_env, spawn_binary, wait_listening, Pivot, PivotOptions,
+};
 pub use ports::free_port;
+pub use tmpdir::{default_tmp_base, TMPDIR_ENV};
+
+/// Tests share one cluster across threads (e.g. a proxy task and the test
+/// body); keep `Cluster` usable that way.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Cluster>();
+};

@@ -312,3 +312,22 @@ fn guardian_cleans_up_after_sigkill() {
         .collect();
     assert!(leftovers.is_empty(), "processes left behind: {leftovers:?}");
 }
+
+#[test]
+fn second_standby_follows_the_promoted_one() {
+    let c = start(ClusterOptions {
+        standbys: 2,
+        ..Default::default()
+    });
+    sql(&c, 0, "INSERT INTO pgpivot_probe (id) VALUES (1)");
+    ok("wait_caught_up", c.wait_caught_up(1));
+    ok("wait_caught_up", c.wait_caught_up(2));
+    ok("kill9_all", c.kill9_all(0));
+    ok("promote", c.promote(1));
+    ok("follow", c.follow(2, 1));
+    assert_eq!(ok("upstream", c.upstream_of(2)), 1);
+    sql(&c, 1, "INSERT INTO pgpivot_probe (id) VALUES (2)");
+    ok("wait_caught_up", c.wait_caught_up(2));
+    assert_eq!(ok("count", c.count_rows(2, "pgpivot_probe")), 2);
+    assert_eq!(ok("timeline", c.timeline(2)), ok("timeline", c.timeline(1)));
+}

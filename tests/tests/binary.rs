@@ -1,0 +1,208 @@
+//! The `pgpivot` binary itself: `--check`, Bitnami environment, signals.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pgpivot_tests::{
+    connect, free_port, pivot_binary, pivot_env, spawn_binary, wait_listening, Cluster,
+    ClusterOptions, PivotOptions,
+};
+
+fn check(env: &HashMap<String, String>) -> (bool, String) {
+    let out = Command::new(pivot_binary().unwrap())
+        .arg("--check")
+        .env_clear()
+        .envs(env)
+        .output()
+        .expect("run pgpivot --check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn base_env() -> HashMap<String, String> {
+    [
+        (
+            "PGPOOL_BACKEND_NODES",
+            "0:127.0.0.1:15432,1:127.0.0.1:15433,",
+        ),
+        ("PGPOOL_SR_CHECK_USER", "checker"),
+        ("PGPOOL_SR_CHECK_PASSWORD", "sr-secret-value"),
+        ("PGPOOL_POSTGRES_USERNAME", "app"),
+        ("PGPOOL_POSTGRES_PASSWORD", "app-secret-value"),
+        ("PGPOOL_CHILD_LIFE_TIME", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+#[test]
+fn check_prints_masked_settings_and_names_bad_variables() {
+    let (ok, text) = check(&base_env());
+    assert!(ok, "{text}");
+    assert!(text.contains("127.0.0.1:15433"), "{text}");
+    assert!(
+        !text.contains("sr-secret-value") && !text.contains("app-secret-value"),
+        "secret shown: {text}"
+    );
+    assert!(text.contains("********"));
+
+    for (var, value) in [
+        ("PGPOOL_BACKEND_NODES", "0:host:notaport"),
+        ("PGPIVOT_CHECK_INTERVAL_MS", "soon"),
+        ("PGPOOL_ENABLE_LOAD_BALANCING", "perhaps"),
+        ("PGPIVOT_LISTEN_ADRESS", "127.0.0.1:1"),
+    ] {
+        let mut env = base_env();
+        env.insert(var.into(), value.into());
+        let (ok, text) = check(&env);
+        assert!(!ok, "{var}={value} accepted");
+        assert!(text.contains(var), "{var} not named: {text}");
+    }
+
+    // _FILE variants, and a TOML file under the environment.
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "from-file\n").unwrap();
+    let toml = dir.path().join("pgpivot.toml");
+    std::fs::write(
+        &toml,
+        "listen_addr = \"127.0.0.1:7777\"\ncheck_interval_ms = 250\n",
+    )
+    .unwrap();
+    let mut env = base_env();
+    env.remove("PGPOOL_POSTGRES_PASSWORD");
+    env.insert(
+        "PGPOOL_POSTGRES_PASSWORD_FILE".into(),
+        pw.display().to_string(),
+    );
+    env.insert("PGPIVOT_CHECK_INTERVAL_MS".into(), "300".into());
+    let out = Command::new(pivot_binary().unwrap())
+        .args(["--check", "--config"])
+        .arg(&toml)
+        .env_clear()
+        .envs(&env)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("127.0.0.1:7777"), "{text}");
+    assert!(
+        text.contains("PGPIVOT_CHECK_INTERVAL_MS = 300"),
+        "env must win over the file: {text}"
+    );
+    assert!(text.contains("PGPOOL_POSTGRES_PASSWORD_FILE"), "{text}");
+}
+
+/// Starts the binary in front of `cluster`; returns (child, listen address, log path).
+fn start_binary(
+    cluster: &Cluster,
+    dir: &std::path::Path,
+) -> (std::process::Child, String, std::path::PathBuf) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut env = pivot_env(cluster, &PivotOptions::default(), &listen, dir);
+    env.insert("PGPIVOT_SHUTDOWN_TIMEOUT_MS".into(), "4000".into());
+    let log = dir.join("pgpivot.log");
+    let child = spawn_binary(&env, &[], &log).expect("spawn pgpivot");
+    wait_listening(&listen, Duration::from_secs(10)).expect("pgpivot listening");
+    (child, listen, log)
+}
+
+fn conn_string(listen: &str) -> String {
+    let port = listen.rsplit(':').next().unwrap();
+    format!("host=127.0.0.1 port={port} user=app password=secret dbname=bench connect_timeout=10")
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+fn wait_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_lets_transactions_finish_and_ends_idle_sessions() {
+    let cluster = Cluster::start(ClusterOptions::default()).expect("cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, listen, log) = start_binary(&cluster, dir.path());
+    let conn = conn_string(&listen);
+    let idle = connect(&conn).await.expect("idle client");
+    idle.simple_query("SELECT 1").await.unwrap();
+    let busy = connect(&conn).await.expect("busy client");
+    busy.simple_query("BEGIN").await.unwrap();
+    busy.execute("INSERT INTO pgpivot_probe (id) VALUES (1)", &[])
+        .await
+        .unwrap();
+
+    signal(&child, libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // New connections are refused while draining.
+    assert!(
+        connect(&conn).await.is_err(),
+        "accepted a new client while draining"
+    );
+    // The open transaction can still commit.
+    busy.simple_query("COMMIT")
+        .await
+        .expect("commit during drain");
+    assert_eq!(cluster.count_rows(0, "pgpivot_probe").unwrap(), 1);
+    // Both sessions are ended once idle and the process exits well before the bound.
+    let status = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(8)))
+        .await
+        .unwrap();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "did not exit cleanly: {status:?}\n{log_text}"
+    );
+    assert!(idle.simple_query("SELECT 1").await.is_err());
+    assert!(busy.simple_query("SELECT 1").await.is_err());
+    assert!(log_text.contains("primary found"), "{log_text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_ends_sessions_at_once() {
+    let cluster = Cluster::start(ClusterOptions::default()).expect("cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, listen, _log) = start_binary(&cluster, dir.path());
+    let (client, connection) =
+        tokio_postgres::connect(&conn_string(&listen), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    let driver = tokio::spawn(connection);
+    client.simple_query("BEGIN").await.unwrap();
+    signal(&child, libc::SIGINT);
+    let ended = tokio::time::timeout(Duration::from_secs(5), driver)
+        .await
+        .expect("session ended promptly")
+        .unwrap();
+    let err = ended.expect_err("FATAL expected");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN),
+        "{err}"
+    );
+    let status = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(status.is_some(), "pgpivot still running after SIGINT");
+}

@@ -1,0 +1,214 @@
+//! Failover through pgpivot: the primary is killed (`kill -9` of the postmaster), the standby is
+//! promoted, and pgpivot routes new connections and transactions to it without a restart.
+
+use std::time::{Duration, Instant};
+
+use pgpivot_tests::{connect, Cluster, ClusterOptions, Pivot, PivotOptions};
+
+fn cluster() -> Cluster {
+    Cluster::start(ClusterOptions::default()).expect("cluster start")
+}
+
+async fn insert(conn: &str, id: i64) -> anyhow::Result<String> {
+    let c = connect(conn).await?;
+    let row = c
+        .query_one(
+            "INSERT INTO pgpivot_probe (id) VALUES ($1) RETURNING node",
+            &[&id],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reach_the_promoted_standby_within_one_probe_interval() {
+    let cluster = cluster();
+    let opts = PivotOptions {
+        check_interval_ms: 200,
+        ..Default::default()
+    };
+    let pivot = Pivot::start(&cluster, opts).await.expect("pgpivot");
+    assert_eq!(pivot.primary(), Some(0));
+    assert_eq!(insert(&pivot.conn_string(), 1).await.unwrap(), "node0");
+
+    cluster.kill9(0).expect("kill primary");
+    // pgpivot notices a refused probe at once: no primary until the promotion.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while pivot.primary().is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("primary marked lost");
+
+    cluster.promote(1).expect("promote standby");
+    let promoted = Instant::now();
+    let routed = pivot
+        .wait_primary(1, Duration::from_secs(5))
+        .await
+        .expect("routed to the new primary");
+    // The next probe of node 1 sees it promoted: within one interval (plus probe latency).
+    assert!(
+        routed < Duration::from_millis(200 + 300),
+        "routing took {routed:?} after promotion"
+    );
+    let node = insert(&pivot.conn_string(), 2)
+        .await
+        .expect("write after failover");
+    let first_write = promoted.elapsed();
+    assert_eq!(node, "node1");
+    eprintln!(
+        "failover timing: promotion -> routed {routed:?}, promotion -> first write {first_write:?}"
+    );
+    assert_eq!(cluster.count_rows(1, "pgpivot_probe").unwrap(), 2);
+    pivot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_opened_during_the_gap_wait_for_the_new_primary() {
+    let cluster = cluster();
+    let pivot = Pivot::start(&cluster, PivotOptions::default())
+        .await
+        .expect("pgpivot");
+    cluster.kill9(0).expect("kill primary");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while pivot.primary().is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("primary marked lost");
+
+    // Clients arriving now must wait, not fail.
+    let conn = pivot.conn_string();
+    let waiters: Vec<_> = (0..5)
+        .map(|i| {
+            let conn = conn.clone();
+            tokio::spawn(async move { insert(&conn, 100 + i).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for w in &waiters {
+        assert!(!w.is_finished(), "a client did not wait for the primary");
+    }
+    cluster.promote(1).expect("promote");
+    for w in waiters {
+        let node = w
+            .await
+            .unwrap()
+            .expect("waiting client succeeded after promotion");
+        assert_eq!(node, "node1");
+    }
+    pivot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_primary_times_out_with_57p03() {
+    let cluster = cluster();
+    let opts = PivotOptions {
+        primary_wait_timeout_ms: 700,
+        ..Default::default()
+    };
+    let pivot = Pivot::start(&cluster, opts).await.expect("pgpivot");
+    cluster.kill9(0).expect("kill primary");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let err = connect(&pivot.conn_string())
+        .await
+        .err()
+        .expect("no primary: connection must fail after the wait");
+    let waited = started.elapsed();
+    let code = err
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(|e| e.code().cloned());
+    assert_eq!(
+        code,
+        Some(tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW),
+        "{err:#}"
+    );
+    assert!(
+        waited >= Duration::from_millis(600) && waited < Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+    assert!(
+        err.to_string().contains("no primary") || format!("{err:#}").contains("no primary"),
+        "{err:#}"
+    );
+    pivot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_the_old_primary_are_ended_with_57p01() {
+    let cluster = cluster();
+    let pivot = Pivot::start(&cluster, PivotOptions::default())
+        .await
+        .expect("pgpivot");
+    let (client, mut connection) =
+        tokio_postgres::connect(&pivot.conn_string(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    // Drive the connection ourselves to see the FATAL pgpivot sends.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let r = (&mut connection).await;
+        let _ = tx.send(r);
+    });
+    client.simple_query("SELECT 1").await.expect("query");
+
+    cluster.kill9(0).expect("kill primary");
+    // The idle session is told at once, before the client sends anything else, and nothing it
+    // might send afterwards reaches the orphaned backend.
+    let ended = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("session ended promptly")
+        .expect("connection task");
+    let err = ended.expect_err("connection must end with an error");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN),
+        "{err}"
+    );
+    assert!(client.simple_query("SELECT 1").await.is_err());
+    pivot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_sent_to_a_demoted_primary_by_a_running_session() {
+    // A clean switchover without kill: the standby is promoted while the old primary keeps
+    // running (two nodes answer "primary"); the newer timeline wins, and a session that was on
+    // the old primary cannot write there any more.
+    let cluster = cluster();
+    let pivot = Pivot::start(&cluster, PivotOptions::default())
+        .await
+        .expect("pgpivot");
+    let client = pivot.client().await.expect("connect");
+    client
+        .execute("INSERT INTO pgpivot_probe (id) VALUES (1)", &[])
+        .await
+        .expect("insert");
+    cluster.wait_caught_up(1).expect("caught up");
+    cluster.promote(1).expect("promote while node 0 still runs");
+    pivot
+        .wait_primary(1, Duration::from_secs(5))
+        .await
+        .expect("newer timeline wins");
+    let r = client
+        .execute("INSERT INTO pgpivot_probe (id) VALUES (2)", &[])
+        .await;
+    assert!(
+        r.is_err(),
+        "the old session must not write to the stale primary"
+    );
+    assert_eq!(
+        cluster.count_rows(0, "pgpivot_probe").unwrap(),
+        1,
+        "stale primary got a write"
+    );
+    assert_eq!(
+        insert(&pivot.conn_string(), 3)
+            .await
+            .expect("new session writes"),
+        "node1"
+    );
+    pivot.stop().await;
+}

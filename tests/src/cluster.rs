@@ -173,6 +173,7 @@ impl Cluster {
              max_replication_slots = 10\n\
              hot_standby = on\n\
              fsync = off\n\
+             dynamic_shared_memory_type = mmap\n\
              synchronous_commit = on\n\
              wal_retrieve_retry_interval = '500ms'\n\
              password_encryption = '{}'\n\

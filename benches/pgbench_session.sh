@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# pgbench select-only through pgpivot (session mode) vs. directly against the primary, in the same
+# run, interleaved. Prints tps for both and the ratio.
+#   benches/pgbench_session.sh [--clients 10] [--seconds 15] [--rounds 3] [--scale 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/local/install-deps.sh
+cargo build --release -q -p pgpivot -p pgpivot-benches
+exec target/release/pgbench-compare "$@"

@@ -27,6 +27,7 @@
 
 mod cluster;
 mod control;
+pub mod e2e;
 mod exec;
 mod guard;
 mod node;
@@ -35,6 +36,7 @@ mod ports;
 mod procs;
 mod sql;
 mod tmpdir;
+pub mod wire;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use exec::{

@@ -29,7 +29,8 @@ impl Default for PivotOptions {
     fn default() -> Self {
         PivotOptions {
             check_interval_ms: 100,
-            check_timeout_ms: 1000,
+            // Generous: a loaded CI machine must not make a healthy node look dead.
+            check_timeout_ms: 3000,
             primary_wait_timeout_ms: 10_000,
             auth_method: "scram-sha-256",
             env: Vec::new(),

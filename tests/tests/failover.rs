@@ -115,8 +115,7 @@ async fn waiting_for_a_primary_times_out_with_57p03() {
     let started = Instant::now();
     let err = connect(&pivot.conn_string())
         .await
-        .err()
-        .expect("no primary: connection must fail after the wait");
+        .expect_err("no primary: connection must fail after the wait");
     let waited = started.elapsed();
     let code = err
         .downcast_ref::<tokio_postgres::Error>()

@@ -28,6 +28,10 @@ const SERVER_CHUNK: usize = 16 * 1024;
 /// Messages from servers are bounded by PostgreSQL itself (1 GB fields); this only guards
 /// against a corrupt length.
 const SERVER_MAX_MESSAGE: usize = i32::MAX as usize;
+/// Terminate is the only client message read whole, so the only one a client could make us wait
+/// for and reserve room for. PostgreSQL reads it with its 10 kB small-message limit
+/// (`PQ_SMALL_MESSAGE_LIMIT`); a larger one is a protocol violation, not something to buffer.
+const MAX_TERMINATE: usize = 10_000;
 
 /// State both pumps see.
 pub struct Shared {
@@ -126,6 +130,13 @@ where
                     break;
                 }
                 Ok(Scan::NeedMore { wanted }) => {
+                    if wanted > MAX_TERMINATE {
+                        shared.request_stop(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            format!("invalid message length {} for message type 'X'", wanted - 1),
+                        );
+                        return ClientEnd::Handover;
+                    }
                     buf.reserve(wanted.saturating_sub(buf.len() - pos));
                     break;
                 }

@@ -18,6 +18,8 @@ pub enum SessionError {
     AuthTimeout,
     #[error("no primary available: {0}")]
     NoPrimary(String),
+    #[error("no server connection available within {0} ms (all {1} in use)")]
+    PoolTimeout(u128, usize),
     #[error("could not connect to the primary: {0}")]
     Backend(String),
     /// The backend's own ErrorResponse, forwarded verbatim (its SQLSTATE, its words).
@@ -36,6 +38,7 @@ impl SessionError {
             SessionError::Protocol(_) => sqlstate::PROTOCOL_VIOLATION,
             SessionError::AuthTimeout => sqlstate::PROTOCOL_VIOLATION,
             SessionError::NoPrimary(_) => sqlstate::CANNOT_CONNECT_NOW,
+            SessionError::PoolTimeout(..) => sqlstate::TOO_MANY_CONNECTIONS,
             SessionError::Backend(_) => sqlstate::CONNECTION_FAILURE,
             SessionError::ServerRefused(_) => sqlstate::CONNECTION_FAILURE,
             SessionError::Io(_) => sqlstate::CONNECTION_FAILURE,

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cancel;
 pub mod config;
 pub mod error;
+pub mod pool;
 pub mod server;
 pub mod session;
 pub mod shutdown;

@@ -9,9 +9,11 @@ use anyhow::Context as _;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
+use crate::pool::Pools;
 use crate::session::{self, Ctx, UserDb};
 use crate::shutdown::Shutdown;
 use crate::topology::{monitor, NodeView, RoutingTable, Topology};
@@ -44,8 +46,15 @@ impl Running {
             Some(path) => Some(bind_unix(path)?),
             None => None,
         };
+        let pools = Pools::new(&config);
+        pools.spawn_upkeep(topology.clone(), monitor_stop.clone());
         let ctx = Arc::new(Ctx {
             users: UserDb::new(&config),
+            pools,
+            clients: Default::default(),
+            pinned_total: Default::default(),
+            moved_total: Default::default(),
+            known_statements: Default::default(),
             config,
             topology,
             cancels: CancelRegistry::new(),
@@ -63,6 +72,8 @@ impl Running {
             socket = ?socket_path,
             backends = ctx.config.backends.len(),
             check_interval_ms = ctx.config.check.interval.as_millis() as u64,
+            pool_mode = ctx.config.pool.mode.as_str(),
+            pool_size = ctx.config.pool.size,
             "pgpivot ready"
         );
         Ok(Running {
@@ -77,6 +88,20 @@ impl Running {
 
     pub fn topology(&self) -> Arc<Topology> {
         self.ctx.topology.clone()
+    }
+
+    /// Clients ever pinned to a server connection by session-bound state.
+    pub fn pinned_total(&self) -> u64 {
+        self.ctx
+            .pinned_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Idle clients moved to a new primary without an error.
+    pub fn moved_total(&self) -> u64 {
+        self.ctx
+            .moved_total
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Number of sessions currently running.
@@ -155,7 +180,8 @@ async fn accept_tcp(listener: TcpListener, ctx: Arc<Ctx>, sessions: TaskTracker)
         match accepted {
             Ok((stream, _peer)) => {
                 let _ = stream.set_nodelay(true);
-                sessions.spawn(session::run(ctx.clone(), stream, false));
+                let span = tracing::debug_span!("client", id = next_id());
+                sessions.spawn(session::run(ctx.clone(), stream, false).instrument(span));
             }
             Err(e) => backoff(e).await,
         }
@@ -170,11 +196,18 @@ async fn accept_unix(listener: UnixListener, ctx: Arc<Ctx>, sessions: TaskTracke
         };
         match accepted {
             Ok((stream, _)) => {
-                sessions.spawn(session::run(ctx.clone(), stream, true));
+                let span = tracing::debug_span!("client", id = next_id());
+                sessions.spawn(session::run(ctx.clone(), stream, true).instrument(span));
             }
             Err(e) => backoff(e).await,
         }
     }
+}
+
+/// A number for each accepted client, for log lines.
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Accept errors (out of file descriptors, mostly) must not spin the loop.

@@ -22,7 +22,9 @@ pub fn start_cluster() -> Cluster {
 /// pgpivot in front of `c`; its log (info and up) is captured and shown if the test fails.
 pub async fn start_pivot(c: &Cluster, opts: PivotOptions) -> Pivot {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter("pgpivot=info")
+        .with_env_filter(
+            std::env::var("PGPIVOT_TEST_LOG").unwrap_or_else(|_| "pgpivot=info".into()),
+        )
         .with_test_writer()
         .try_init();
     Pivot::start(c, opts)

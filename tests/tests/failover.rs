@@ -137,37 +137,52 @@ async fn waiting_for_a_primary_times_out_with_57p03() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_on_the_old_primary_are_ended_with_57p01() {
+async fn idle_sessions_move_and_pinned_sessions_end_with_57p01() {
     let cluster = cluster();
     let pivot = Pivot::start(&cluster, PivotOptions::default())
         .await
         .expect("pgpivot");
-    let (client, mut connection) =
+    let idle = pivot.client().await.expect("connect");
+    idle.simple_query("SET application_name = 'mover'")
+        .await
+        .expect("set");
+    // A session holding LISTEN state cannot move: it is told, at once, before it sends
+    // anything else, and nothing it might send afterwards reaches the orphaned backend.
+    let (pinned, mut connection) =
         tokio_postgres::connect(&pivot.conn_string(), tokio_postgres::NoTls)
             .await
             .expect("connect");
-    // Drive the connection ourselves to see the FATAL pgpivot sends.
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let r = (&mut connection).await;
         let _ = tx.send(r);
     });
-    client.simple_query("SELECT 1").await.expect("query");
+    pinned.simple_query("LISTEN chan").await.expect("listen");
 
     cluster.kill9(0).expect("kill primary");
-    // The idle session is told at once, before the client sends anything else, and nothing it
-    // might send afterwards reaches the orphaned backend.
+    cluster.promote(1).expect("promote");
     let ended = tokio::time::timeout(Duration::from_secs(5), rx)
         .await
-        .expect("session ended promptly")
+        .expect("pinned session ended promptly")
         .expect("connection task");
-    let err = ended.expect_err("connection must end with an error");
+    let err = ended.expect_err("pinned connection must end with an error");
     assert_eq!(
         err.code(),
         Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN),
         "{err}"
     );
-    assert!(client.simple_query("SELECT 1").await.is_err());
+    // The idle session got no error: its next query runs on the new primary, with its
+    // session parameters re-applied.
+    pivot.wait_primary(1, Duration::from_secs(5)).await.unwrap();
+    let row = idle
+        .query_one(
+            "SELECT current_setting('cluster_name'), current_setting('application_name')",
+            &[],
+        )
+        .await
+        .expect("idle session moved without an error");
+    assert_eq!(row.get::<_, String>(0), "node1");
+    assert_eq!(row.get::<_, String>(1), "mover");
     pivot.stop().await;
 }
 
@@ -191,13 +206,16 @@ async fn nothing_is_sent_to_a_demoted_primary_by_a_running_session() {
         .wait_primary(1, Duration::from_secs(5))
         .await
         .expect("newer timeline wins");
-    let r = client
-        .execute("INSERT INTO pgpivot_probe (id) VALUES (2)", &[])
-        .await;
-    assert!(
-        r.is_err(),
-        "the old session must not write to the stale primary"
-    );
+    // The idle session moves to the new primary; nothing reaches the stale one.
+    let node: String = client
+        .query_one(
+            "INSERT INTO pgpivot_probe (id) VALUES (2) RETURNING node",
+            &[],
+        )
+        .await
+        .expect("the idle session moved to the new primary")
+        .get(0);
+    assert_eq!(node, "node1");
     assert_eq!(
         cluster.count_rows(0, "pgpivot_probe").unwrap(),
         1,

@@ -56,6 +56,34 @@ impl std::fmt::Debug for User {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// A client holds one server connection for its whole session (Pgpool's behaviour).
+    Session,
+    /// A client holds a server connection only for the duration of a transaction.
+    Transaction,
+}
+
+impl PoolMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub mode: PoolMode,
+    pub size: usize,
+    pub max_client_conn: usize,
+    pub query_wait_timeout: Duration,
+    pub server_lifetime: Duration,
+    pub server_idle_timeout: Duration,
+    pub client_idle_limit: Option<Duration>,
+}
+
 /// Credentials and timing of the role monitor.
 #[derive(Debug, Clone)]
 pub struct CheckSettings {
@@ -84,6 +112,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub authentication_timeout: Duration,
     pub log: String,
+    pub pool: PoolConfig,
     /// The merged raw values, for `--check` and `SHOW CONFIG`.
     pub raw: RawSettings,
 }
@@ -186,6 +215,7 @@ impl Config {
                 "must be between 1024 and 2^31",
             ));
         }
+        let pool = pool_config(&raw)?;
         for s in SETTINGS.iter().filter(|s| s.used == Use::Accepted) {
             if let Some(v) = raw.get(s.key) {
                 tracing::info!(setting = s.env, value = %v.value, "accepted for compatibility; no effect in this version");
@@ -207,6 +237,7 @@ impl Config {
             authentication_timeout: ms("authentication_timeout_ms")?
                 .unwrap_or(Duration::from_secs(30)),
             log: text("log").unwrap_or_else(|| "info".into()),
+            pool,
             raw,
         })
     }
@@ -237,6 +268,47 @@ impl Config {
             })
             .collect()
     }
+}
+
+fn pool_config(raw: &RawSettings) -> Result<PoolConfig, ConfigError> {
+    let num = |key: &str| raw.get(key).map(parse_num).transpose();
+    let mode = match raw.get("pool_mode").map(|v| v.value.as_str()) {
+        None | Some("session") => PoolMode::Session,
+        Some("transaction") => PoolMode::Transaction,
+        Some(_) => return Err(invalid(raw, "pool_mode", "expected session or transaction")),
+    };
+    let size = match num("pool_size")? {
+        Some(n) => n,
+        None => num("num_init_children")?.unwrap_or(20),
+    };
+    if size == 0 {
+        return Err(invalid(raw, "pool_size", "must be at least 1"));
+    }
+    let never = Duration::from_secs(100 * 365 * 24 * 3600);
+    let secs_or_never = |n: u64| {
+        if n == 0 {
+            never
+        } else {
+            Duration::from_secs(n)
+        }
+    };
+    let server_idle_timeout = match num("server_idle_timeout_ms")? {
+        Some(ms) => Duration::from_millis(ms),
+        None => num("connection_life_time")?
+            .map(secs_or_never)
+            .unwrap_or(Duration::from_secs(600)),
+    };
+    Ok(PoolConfig {
+        mode,
+        size: size as usize,
+        max_client_conn: num("max_client_conn")?.unwrap_or(10_000) as usize,
+        query_wait_timeout: Duration::from_millis(num("query_wait_timeout_ms")?.unwrap_or(120_000)),
+        server_lifetime: Duration::from_millis(num("server_lifetime_ms")?.unwrap_or(3_600_000)),
+        server_idle_timeout,
+        client_idle_limit: num("client_idle_limit")?
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
+    })
 }
 
 fn invalid(raw: &RawSettings, key: &str, reason: &str) -> ConfigError {

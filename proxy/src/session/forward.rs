@@ -1,54 +1,91 @@
-//! The forwarding hot path: two pumps, client→server and server→client, running concurrently
-//! in the session's task (so neither side's backpressure can deadlock the other).
+//! The forwarding hot path: two pumps, client→server and server→client, polled together in the
+//! session's task while a server connection is attached (so neither side's backpressure can
+//! deadlock the other).
 //!
-//! Bytes pass through unparsed and uncopied: the [`Scanner`] only finds message boundaries and
-//! stops at the few messages we must read (ReadyForQuery for transaction state, ErrorResponse for
-//! FATALs, Terminate). Nothing is allocated per message.
+//! Bytes pass through unparsed: the [`Scanner`] finds message boundaries and stops only at the
+//! messages pooling must read — ReadyForQuery (transaction state), ParameterStatus (session
+//! parameters), ErrorResponse (FATALs) from the server; Query/Parse/Bind/Describe/Close
+//! (prepared statements, pinning) and Terminate from the client. Nothing is allocated per
+//! message; client bytes are staged in one reused output buffer.
 //!
-//! Only the server→client pump ever writes pgpivot's own messages to the client, and only at a
-//! message boundary, so an injected FATAL can never split a row in half. Anything that wants the
-//! session ended (failover, shutdown, a client protocol error) asks it through [`Shared`].
+//! Only the server→client pump writes to the client, and pgpivot's own messages only at a message
+//! boundary. Whatever wants the attachment to end (transaction boundary, failover, shutdown,
+//! protocol error) is decided there and reported to the engine.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use bytes::{Buf, BytesMut};
 use pgpivot_protocol::build::{self, ErrorFields};
 use pgpivot_protocol::frame::{Scan, Scanner};
 use pgpivot_protocol::sqlstate;
-use pgpivot_protocol::views::ErrorView;
+use pgpivot_protocol::views::{self, ErrorView};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use super::prepared::{self, ClientStatements, ResponsePlan, ServerStatements};
+use super::sql::{self, Effect};
 use super::Ctx;
+use crate::config::PoolMode;
 
-/// Read sizes: large enough for big result sets, small enough for many idle sessions.
 const CLIENT_CHUNK: usize = 8 * 1024;
 const SERVER_CHUNK: usize = 16 * 1024;
-/// Messages from servers are bounded by PostgreSQL itself (1 GB fields); this only guards
-/// against a corrupt length.
+/// Server messages are bounded by PostgreSQL itself (1 GB fields); this only guards against a
+/// corrupt length.
 const SERVER_MAX_MESSAGE: usize = i32::MAX as usize;
-/// Terminate is the only client message read whole, so the only one a client could make us wait
-/// for and reserve room for. PostgreSQL reads it with its 10 kB small-message limit
-/// (`PQ_SMALL_MESSAGE_LIMIT`); a larger one is a protocol violation, not something to buffer.
+/// PostgreSQL reads Terminate with its 10 kB small-message limit; a larger one is a violation.
 const MAX_TERMINATE: usize = 10_000;
 
-/// State both pumps see.
+/// State both pumps and the engine see. Lives for the whole client session.
 pub struct Shared {
     /// Requests (Query, Sync, FunctionCall) sent whose ReadyForQuery has not come back.
-    pending: AtomicU32,
+    pub pending: AtomicU32,
     /// The last ReadyForQuery said "idle" (not in a transaction block).
-    idle: AtomicBool,
-    /// A reason to end the session, set by the client pump, acted on by the server pump.
+    pub idle: AtomicBool,
+    /// Extended-protocol messages sent since the last Sync.
+    pub unsynced: AtomicBool,
+    /// Syncs the client sent since its last Execute: if a COPY FROM follows, the server ignores
+    /// them (see `ResponsePlan::forget_syncs`).
+    syncs_since_execute: AtomicU32,
+    /// Bytes of the client buffer being written to the server right now (0 = not writing).
+    pub in_flight: AtomicUsize,
+    /// The client stream is at a message boundary.
+    pub client_boundary: AtomicBool,
+    /// The server→client stream is at a message boundary.
+    pub server_boundary: AtomicBool,
+    /// Why the client is pinned to its server connection, if it is.
+    pub pinned: Mutex<Option<&'static str>>,
+    pin_counted: AtomicBool,
+    /// Prepared-statement state both pumps use (never held across an await).
+    pub prep: Mutex<PrepState>,
+    /// A FATAL the server sent as it went away (SQLSTATE, message), held back from the client:
+    /// the client keeps its connection and gets it as an ERROR for what it was waiting on.
+    pub server_fatal: Mutex<Option<(String, String)>>,
     stop: Mutex<Option<(&'static str, String)>>,
     wake: Notify,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Shared {
     pub fn new() -> Self {
         Shared {
             pending: AtomicU32::new(0),
+            syncs_since_execute: AtomicU32::new(0),
             idle: AtomicBool::new(true),
+            unsynced: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            client_boundary: AtomicBool::new(true),
+            server_boundary: AtomicBool::new(true),
+            pinned: Mutex::new(None),
+            pin_counted: AtomicBool::new(false),
+            prep: Mutex::new(PrepState::default()),
+            server_fatal: Mutex::new(None),
             stop: Mutex::new(None),
             wake: Notify::new(),
         }
@@ -58,7 +95,37 @@ impl Shared {
         self.pending.load(Ordering::Relaxed)
     }
 
-    fn request_stop(&self, code: &'static str, message: String) {
+    pub fn pinned(&self) -> Option<&'static str> {
+        *self.pinned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Idle outside a transaction with nothing outstanding on either stream.
+    pub fn quiescent(&self) -> bool {
+        self.prep().plan.is_settled()
+            && self.pending() == 0
+            && self.idle.load(Ordering::Relaxed)
+            && !self.unsynced.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && self.client_boundary.load(Ordering::Relaxed)
+            && self.server_boundary.load(Ordering::Relaxed)
+    }
+
+    /// Fresh per-attachment state (a new server connection starts idle with nothing pending).
+    pub fn reset_for_attach(&self) {
+        self.pending.store(0, Ordering::Relaxed);
+        self.idle.store(true, Ordering::Relaxed);
+        self.unsynced.store(false, Ordering::Relaxed);
+        self.in_flight.store(0, Ordering::Relaxed);
+        self.server_boundary.store(true, Ordering::Relaxed);
+        self.prep().plan.reset();
+        *self.server_fatal.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub fn prep(&self) -> std::sync::MutexGuard<'_, PrepState> {
+        self.prep.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn request_stop(&self, code: &'static str, message: String) {
         if let Ok(mut s) = self.stop.lock() {
             s.get_or_insert((code, message));
         }
@@ -68,6 +135,31 @@ impl Shared {
     fn take_stop(&self) -> Option<(&'static str, String)> {
         self.stop.lock().ok().and_then(|mut s| s.take())
     }
+
+    fn pin(&self, why: &'static str) {
+        let mut p = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        if p.is_none() {
+            *p = Some(why);
+            tracing::debug!(reason = why, "client pinned to its server connection");
+        }
+    }
+}
+
+/// Prepared statements of the client and of the attached server connection, and the plan that
+/// keeps the server's replies aligned with what the client sent.
+#[derive(Default)]
+pub struct PrepState {
+    pub plan: ResponsePlan,
+    pub client: ClientStatements,
+    /// The attached server connection's statements (swapped in and out at attach/detach).
+    pub server: ServerStatements,
+}
+
+/// The client's side of a session: its buffer and stream state, kept across attachments.
+pub struct ClientSide {
+    pub buf: BytesMut,
+    pub scan: Scanner,
+    pub out: BytesMut,
 }
 
 /// How the client→server pump ended.
@@ -75,107 +167,240 @@ impl Shared {
 pub enum ClientEnd {
     /// EOF or a read error: the client is gone.
     Closed,
-    /// The client sent Terminate (forwarded).
+    /// The client sent Terminate (not forwarded: the server connection is pgpivot's).
     Terminated,
-    /// Forwarding stopped on our side (routing changed, server write failed, protocol error);
-    /// the server pump decides what the client is told.
+    /// Forwarding stopped on our side; the server pump decides what happens.
     Handover,
 }
 
-/// How the server→client pump ended (for logs and metrics).
+/// How the server→client pump ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerEnd {
-    /// The server closed (after its own FATAL, or unexpectedly).
-    ServerClosed,
+    /// Transaction pooling: the transaction is over, give the connection back.
+    Release,
+    /// The node stopped being primary.
+    Demoted,
+    /// The server connection broke without a FATAL of its own.
+    ServerLost,
+    /// The server sent FATAL (forwarded) and closed: the client session ends too.
+    ServerFatal,
+    /// pgpivot ended the session (FATAL sent when at a boundary).
+    Stopped(&'static str),
     /// Writing to the client failed.
     ClientGone,
-    /// pgpivot ended the session with this SQLSTATE.
-    Ended(&'static str),
+}
+
+impl std::fmt::Display for ServerEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerEnd::Release => write!(f, "released"),
+            ServerEnd::Demoted => write!(f, "node demoted"),
+            ServerEnd::ServerLost => write!(f, "server connection lost"),
+            ServerEnd::ServerFatal => write!(f, "server ended the session"),
+            ServerEnd::Stopped(code) => write!(f, "ended by pgpivot ({code})"),
+            ServerEnd::ClientGone => write!(f, "client gone"),
+        }
+    }
+}
+
+fn client_interesting(tag: u8) -> bool {
+    tag == b'X' || tag == b'Q' || prepared::is_statement_message(tag)
 }
 
 pub async fn client_to_server<R, W>(
-    mut client: R,
-    mut server: W,
-    mut buf: BytesMut,
-    max_message: usize,
+    client: &mut R,
+    server: &mut W,
+    side: &mut ClientSide,
     shared: &Shared,
     ctx: &Ctx,
     node_id: usize,
+    max_message: usize,
 ) -> ClientEnd
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut scanner = Scanner::new(max_message);
     let mut generation = ctx.topology.generation();
     loop {
-        let mut pos = 0;
-        let mut terminate = false;
-        loop {
-            let scan = scanner.scan(&buf[pos..], |tag| {
-                if tag == b'X' {
-                    return true;
-                }
-                if matches!(tag, b'Q' | b'S' | b'F') {
-                    shared.pending.fetch_add(1, Ordering::Relaxed);
-                }
-                false
-            });
-            match scan {
-                Ok(Scan::Pass(n)) => pos += n,
-                Ok(Scan::Message { len, .. }) => {
-                    scanner.consume(len);
-                    pos += len;
-                    terminate = true;
-                    break;
-                }
-                Ok(Scan::NeedMore { wanted }) => {
-                    if wanted > MAX_TERMINATE {
-                        shared.request_stop(
-                            sqlstate::PROTOCOL_VIOLATION,
-                            format!("invalid message length {} for message type 'X'", wanted - 1),
-                        );
-                        return ClientEnd::Handover;
-                    }
-                    buf.reserve(wanted.saturating_sub(buf.len() - pos));
-                    break;
-                }
-                Err(e) => {
-                    shared.request_stop(e.sqlstate(), e.to_string());
-                    return ClientEnd::Handover;
-                }
-            }
-        }
-        if pos > 0 {
-            // Never send anything new to a node that stopped being primary (design 1.1).
-            let now = ctx.topology.generation();
-            if now != generation {
-                generation = now;
-                if !still_primary(ctx, node_id) {
-                    shared.wake.notify_one();
-                    return ClientEnd::Handover;
-                }
-            }
-            if server.write_all(&buf[..pos]).await.is_err() {
+        // Never send anything new to a node that stopped being primary (design 1.1). Checked
+        // before staging, so requests not yet sent stay in the buffer, uncounted, and go to the
+        // new primary instead (no await between here and the write).
+        let now = ctx.topology.generation();
+        if now != generation {
+            generation = now;
+            if !still_primary(ctx, node_id) {
+                shared.wake.notify_one();
                 return ClientEnd::Handover;
             }
-            buf.advance(pos);
         }
+        let (pos, terminate) = match stage_client_bytes(side, shared, max_message) {
+            Ok(staged) => staged,
+            Err(end) => return end,
+        };
+        if shared.pinned().is_some() && !shared.pin_counted.swap(true, Ordering::Relaxed) {
+            ctx.pinned_total.fetch_add(1, Ordering::Relaxed);
+        }
+        shared
+            .client_boundary
+            .store(side.scan.at_boundary(), Ordering::Relaxed);
+        if !side.out.is_empty() {
+            shared.in_flight.store(pos, Ordering::Relaxed);
+            let wrote = server.write_all(&side.out).await;
+            shared.in_flight.store(0, Ordering::Relaxed);
+            if wrote.is_err() {
+                return ClientEnd::Handover;
+            }
+        }
+        side.buf.advance(pos);
         if terminate {
-            let _ = server.flush().await;
             return ClientEnd::Terminated;
         }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(CLIENT_CHUNK);
+        if side.buf.capacity() - side.buf.len() < 1024 {
+            side.buf.reserve(CLIENT_CHUNK);
         }
-        match client.read_buf(&mut buf).await {
+        match client.read_buf(&mut side.buf).await {
             Ok(0) | Err(_) => return ClientEnd::Closed,
             Ok(_) => {}
         }
     }
 }
 
-fn still_primary(ctx: &Ctx, node_id: usize) -> bool {
+/// Scans what the client sent and stages it (rewritten where prepared statements need it) in
+/// `side.out`. Synchronous, so the prepared-statement lock is never held across an await.
+/// Returns how many input bytes were consumed and whether the client sent Terminate.
+fn stage_client_bytes(
+    side: &mut ClientSide,
+    shared: &Shared,
+    max_message: usize,
+) -> Result<(usize, bool), ClientEnd> {
+    let mut pos = 0;
+    let mut terminate = false;
+    side.out.clear();
+    let mut prep = shared.prep();
+    loop {
+        let PrepState { plan, .. } = &mut *prep;
+        let scan = side.scan.scan(&side.buf[pos..], |tag| {
+            if client_interesting(tag) {
+                return true;
+            }
+            match tag {
+                b'S' => {
+                    shared.pending.fetch_add(1, Ordering::Relaxed);
+                    shared.syncs_since_execute.fetch_add(1, Ordering::Relaxed);
+                    shared.unsynced.store(false, Ordering::Relaxed);
+                }
+                b'F' => {
+                    shared.pending.fetch_add(1, Ordering::Relaxed);
+                }
+                b'E' => {
+                    shared.syncs_since_execute.store(0, Ordering::Relaxed);
+                    shared.unsynced.store(true, Ordering::Relaxed);
+                }
+                b'H' => shared.unsynced.store(true, Ordering::Relaxed),
+                b'c' | b'f' => {
+                    let ignored = shared.syncs_since_execute.swap(0, Ordering::Relaxed);
+                    if ignored > 0 {
+                        let _ = shared.pending.fetch_update(
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                            |p| Some(p.saturating_sub(ignored)),
+                        );
+                        plan.forget_syncs(ignored);
+                    }
+                }
+                _ => {}
+            }
+            plan.on_client_message(tag);
+            false
+        });
+        match scan {
+            Ok(Scan::Pass(n)) => {
+                side.out.extend_from_slice(&side.buf[pos..pos + n]);
+                pos += n;
+            }
+            Ok(Scan::Message { tag, len }) => {
+                side.scan.consume(len);
+                let frame = &side.buf[pos..pos + len];
+                pos += len;
+                if tag == b'X' {
+                    terminate = true;
+                    break;
+                }
+                if tag == b'Q' {
+                    shared.syncs_since_execute.store(0, Ordering::Relaxed);
+                    shared.pending.fetch_add(1, Ordering::Relaxed);
+                    shared.unsynced.store(false, Ordering::Relaxed);
+                    pin_effects(views::query_text(&frame[5..]), shared);
+                } else {
+                    shared.unsynced.store(true, Ordering::Relaxed);
+                    if tag == b'P' {
+                        pin_effects(parse_query_text(&frame[5..]), shared);
+                    }
+                }
+                let PrepState {
+                    plan,
+                    client,
+                    server,
+                } = &mut *prep;
+                let r = prepared::rewrite_client_message(
+                    tag,
+                    frame,
+                    client,
+                    server,
+                    plan,
+                    &mut side.out,
+                );
+                tracing::trace!(tag = %(tag as char), result = ?r, settled = plan.is_settled(), "client message");
+                if let Err(e) = r {
+                    shared.request_stop(e.sqlstate(), e.to_string());
+                    return Err(ClientEnd::Handover);
+                }
+            }
+            Ok(Scan::NeedMore { wanted }) => {
+                let have = side.buf.len() - pos;
+                let limit = match side.buf.get(pos) {
+                    Some(b'X') => MAX_TERMINATE,
+                    _ => max_message,
+                };
+                if wanted > limit {
+                    shared.request_stop(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        format!("invalid message length {}", wanted - 1),
+                    );
+                    return Err(ClientEnd::Handover);
+                }
+                side.buf.reserve(wanted.saturating_sub(have));
+                break;
+            }
+            Err(e) => {
+                shared.request_stop(e.sqlstate(), e.to_string());
+                return Err(ClientEnd::Handover);
+            }
+        }
+    }
+    Ok((pos, terminate))
+}
+
+/// Session-bound statements pin the client (prepared-statement resets are the plan's business:
+/// it sees their CommandComplete).
+fn pin_effects(text: Option<&[u8]>, shared: &Shared) {
+    let Some(text) = text else { return };
+    for e in sql::effects(text) {
+        if let Effect::Pin(why) = e {
+            shared.pin(why);
+        }
+    }
+}
+
+/// The query text of a Parse body: name\0 query\0 ...
+fn parse_query_text(body: &[u8]) -> Option<&[u8]> {
+    let name_end = body.iter().position(|&b| b == 0)?;
+    let rest = body.get(name_end + 1..)?;
+    let q_end = rest.iter().position(|&b| b == 0)?;
+    Some(&rest[..q_end])
+}
+
+pub fn still_primary(ctx: &Ctx, node_id: usize) -> bool {
     ctx.topology
         .current()
         .primary
@@ -183,19 +408,45 @@ fn still_primary(ctx: &Ctx, node_id: usize) -> bool {
         .is_some_and(|p| p.node_id == node_id)
 }
 
+/// The server's side of one attachment.
+pub struct ServerSide {
+    pub buf: BytesMut,
+    pub scan: Scanner,
+    pub out: BytesMut,
+}
+
+impl Default for ServerSide {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerSide {
+    pub fn new() -> Self {
+        ServerSide {
+            buf: BytesMut::with_capacity(SERVER_CHUNK),
+            scan: Scanner::new(SERVER_MAX_MESSAGE),
+            out: BytesMut::new(),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn server_to_client<R, W>(
-    mut server: R,
-    mut client: W,
-    mut buf: BytesMut,
+    server: &mut R,
+    client: &mut W,
+    side: &mut ServerSide,
+    server_params: &mut HashMap<String, String>,
+    client_params: &mut HashMap<String, String>,
     shared: &Shared,
     ctx: &Ctx,
     node_id: usize,
+    mode: PoolMode,
 ) -> ServerEnd
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut scanner = Scanner::new(SERVER_MAX_MESSAGE);
     let mut generation = ctx.topology.generation();
     let mut draining = false;
     let mut server_fatal = false;
@@ -205,19 +456,11 @@ where
         changed.as_mut().enable();
 
         // Safe point: everything read so far has been written out.
-        let stop = if let Some((code, msg)) = shared.take_stop() {
-            Some((code, msg))
-        } else if ctx.topology.generation() != generation && {
-            generation = ctx.topology.generation();
-            !still_primary(ctx, node_id)
-        } {
-            Some((sqlstate::ADMIN_SHUTDOWN, describe_failover(ctx, node_id)))
-        } else if ctx.shutdown.fast.is_cancelled()
-            || (draining
-                && shared.pending() == 0
-                && shared.idle.load(Ordering::Relaxed)
-                && scanner.at_boundary())
-        {
+        let at_boundary = side.scan.at_boundary();
+        shared.server_boundary.store(at_boundary, Ordering::Relaxed);
+        let stop = if let Some(s) = shared.take_stop() {
+            Some(s)
+        } else if ctx.shutdown.fast.is_cancelled() || (draining && shared.quiescent()) {
             Some((
                 sqlstate::ADMIN_SHUTDOWN,
                 "terminating connection due to administrator command".to_string(),
@@ -226,29 +469,27 @@ where
             None
         };
         if let Some((code, message)) = stop {
-            if scanner.at_boundary() {
-                let mut out = BytesMut::with_capacity(128 + message.len());
-                build::error_response(
-                    &mut out,
-                    &ErrorFields {
-                        severity: "FATAL",
-                        code,
-                        message: &message,
-                        detail: None,
-                        hint: None,
-                    },
-                );
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-                    client.write_all(&out).await?;
-                    client.flush().await
-                })
-                .await;
+            if at_boundary {
+                let _ = write_fatal(client, code, &message).await;
             }
-            return ServerEnd::Ended(code);
+            return ServerEnd::Stopped(code);
+        }
+        if ctx.topology.generation() != generation {
+            generation = ctx.topology.generation();
+            if !still_primary(ctx, node_id) {
+                return ServerEnd::Demoted;
+            }
+        }
+        if mode == PoolMode::Transaction
+            && shared.pinned().is_none()
+            && side.buf.is_empty()
+            && shared.quiescent()
+        {
+            return ServerEnd::Release;
         }
 
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(SERVER_CHUNK);
+        if side.buf.capacity() - side.buf.len() < 1024 {
+            side.buf.reserve(SERVER_CHUNK);
         }
         let read = tokio::select! {
             biased;
@@ -259,79 +500,177 @@ where
                 draining = true;
                 continue;
             }
-            r = server.read_buf(&mut buf) => r,
+            r = server.read_buf(&mut side.buf) => r,
         };
         match read {
             Ok(0) | Err(_) => {
-                if !server_fatal && scanner.at_boundary() {
-                    shared.request_stop(
-                        sqlstate::CONNECTION_FAILURE,
-                        "server closed the connection unexpectedly".into(),
-                    );
-                    continue;
-                }
-                return ServerEnd::ServerClosed;
+                return if server_fatal {
+                    ServerEnd::ServerFatal
+                } else {
+                    ServerEnd::ServerLost
+                };
             }
             Ok(_) => {}
         }
-        let mut pos = 0;
-        loop {
-            match scanner.scan(&buf[pos..], |t| t == b'Z' || t == b'E') {
-                Ok(Scan::Pass(n)) => pos += n,
-                Ok(Scan::Message { tag, len }) => {
-                    let body = &buf[pos + 5..pos + len];
-                    if tag == b'Z' {
-                        let _ = shared.pending.fetch_update(
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                            |p| Some(p.saturating_sub(1)),
-                        );
-                        shared
-                            .idle
-                            .store(body.first() == Some(&b'I'), Ordering::Relaxed);
-                    } else if matches!(ErrorView::new(body).severity(), Some("FATAL" | "PANIC")) {
-                        server_fatal = true;
-                    }
-                    scanner.consume(len);
-                    pos += len;
-                }
-                Ok(Scan::NeedMore { wanted }) => {
-                    buf.reserve(wanted.saturating_sub(buf.len() - pos));
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "malformed message from server; closing session");
-                    return ServerEnd::ServerClosed;
-                }
-            }
+        let pos = match stage_server_bytes(
+            side,
+            shared,
+            server_params,
+            client_params,
+            &mut server_fatal,
+        ) {
+            Ok(pos) => pos,
+            Err(end) => return end,
+        };
+        if !side.out.is_empty() && client.write_all(&side.out).await.is_err() {
+            return ServerEnd::ClientGone;
         }
-        if pos > 0 {
-            if client.write_all(&buf[..pos]).await.is_err() {
-                return ServerEnd::ClientGone;
-            }
-            buf.advance(pos);
-        }
+        side.buf.advance(pos);
     }
 }
 
-impl std::fmt::Display for ServerEnd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ServerEnd::ServerClosed => write!(f, "server closed"),
-            ServerEnd::ClientGone => write!(f, "client gone"),
-            ServerEnd::Ended(code) => write!(f, "ended by pgpivot ({code})"),
+/// Scans what the server sent and stages what the client must see in `side.out` (the plan may
+/// rewrite replies). Synchronous, so the prepared-statement lock is never held across an await.
+/// Returns how many input bytes were consumed.
+fn stage_server_bytes(
+    side: &mut ServerSide,
+    shared: &Shared,
+    server_params: &mut HashMap<String, String>,
+    client_params: &mut HashMap<String, String>,
+    server_fatal: &mut bool,
+) -> Result<usize, ServerEnd> {
+    let mut pos = 0;
+    side.out.clear();
+    let mut prep = shared.prep();
+    loop {
+        let PrepState {
+            plan,
+            client: cst,
+            server: sst,
+        } = &mut *prep;
+        let scan = side.scan.scan(&side.buf[pos..], |t| {
+            matches!(t, b'Z' | b'E' | b'S') || plan.wants(t)
+        });
+        match scan {
+            Ok(Scan::Pass(n)) => {
+                side.out.extend_from_slice(&side.buf[pos..pos + n]);
+                pos += n;
+            }
+            Ok(Scan::Message { tag, len }) => {
+                side.scan.consume(len);
+                let frame = &side.buf[pos..pos + len];
+                pos += len;
+                let forward = observe(
+                    tag,
+                    &frame[5..],
+                    shared,
+                    server_params,
+                    client_params,
+                    server_fatal,
+                );
+                // A held-back FATAL of a dying server is not part of the client stream.
+                tracing::trace!(tag = %(tag as char), len, "server message");
+                if forward
+                    && plan
+                        .on_server_message(tag, frame, &mut side.out, cst, sst)
+                        .is_err()
+                {
+                    tracing::error!(
+                        "server reply out of step with the client's requests; closing session"
+                    );
+                    return Err(ServerEnd::ServerLost);
+                }
+            }
+            Ok(Scan::NeedMore { wanted }) => {
+                side.buf
+                    .reserve(wanted.saturating_sub(side.buf.len() - pos));
+                break;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "malformed message from server; closing session");
+                return Err(ServerEnd::ServerLost);
+            }
         }
     }
+    Ok(pos)
 }
 
-fn describe_failover(ctx: &Ctx, node_id: usize) -> String {
-    match ctx.topology.current().primary.as_ref() {
-        Some(p) => format!(
-            "terminating connection because backend node {node_id} is no longer the primary (failover to node {})",
-            p.node_id
-        ),
-        None => format!(
-            "terminating connection because backend node {node_id} is no longer the primary (failover in progress)"
-        ),
+/// Bookkeeping for the server messages the pump reads: transaction state, session parameters,
+/// FATALs. Returns whether the message goes on to the client.
+fn observe(
+    tag: u8,
+    body: &[u8],
+    shared: &Shared,
+    server_params: &mut HashMap<String, String>,
+    client_params: &mut HashMap<String, String>,
+    server_fatal: &mut bool,
+) -> bool {
+    match tag {
+        b'Z' => {
+            let _ = shared
+                .pending
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                    Some(p.saturating_sub(1))
+                });
+            shared
+                .idle
+                .store(body.first() == Some(&b'I'), Ordering::Relaxed);
+        }
+        b'E' => {
+            let v = ErrorView::new(body);
+            if matches!(v.severity(), Some("FATAL" | "PANIC")) {
+                if shared.pinned().is_some() {
+                    // Its session state dies with this connection: the client must know.
+                    *server_fatal = true;
+                    return true;
+                }
+                let held = (
+                    v.sqlstate()
+                        .unwrap_or(sqlstate::CONNECTION_FAILURE)
+                        .to_string(),
+                    v.message().unwrap_or("server connection lost").to_string(),
+                );
+                *shared
+                    .server_fatal
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(held);
+                return false;
+            }
+        }
+        b'S' => {
+            if let Some((k, v)) = views::parameter_status(body) {
+                let (k, v) = (
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                );
+                server_params.insert(k.clone(), v.clone());
+                client_params.insert(k, v);
+            }
+        }
+        _ => {}
     }
+    true
+}
+
+/// Writes a FATAL ErrorResponse (bounded in time: a client that does not read is not waited for).
+pub async fn write_fatal<W: AsyncWrite + Unpin>(client: &mut W, code: &str, message: &str) -> bool {
+    let mut out = BytesMut::with_capacity(128 + message.len());
+    build::error_response(
+        &mut out,
+        &ErrorFields {
+            severity: "FATAL",
+            code,
+            message,
+            detail: None,
+            hint: None,
+        },
+    );
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            client.write_all(&out).await?;
+            client.flush().await
+        })
+        .await,
+        Ok(Ok(()))
+    )
 }

@@ -1,29 +1,34 @@
-//! One client session, start to end: the first packet, authentication, waiting for a primary,
-//! logging in to it, then forwarding until either side leaves or pgpivot ends it.
+//! One client session, start to end: the first packet, authentication, a first server
+//! connection from the pool (which also proves the database and parameters are valid), then the
+//! [`engine`] until the client leaves or pgpivot ends the session.
 
 mod client_auth;
 mod conn;
-mod forward;
+mod engine;
+pub mod forward;
+pub mod prepared;
+pub mod sql;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use pgpivot_protocol::build;
+use pgpivot_protocol::sqlstate;
 use pgpivot_protocol::startup::{InitialPacket, StartupMessage};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 pub use client_auth::UserDb;
 use conn::ClientConn;
-use forward::{ClientEnd, Shared};
 
-use crate::backend::connect::{connect, ConnectError, ServerConn};
-use crate::cancel::{send_cancel, BackendKey, CancelRegistry};
+use crate::cancel::{send_cancel, CancelRegistry};
 use crate::config::Config;
 use crate::error::SessionError;
+use crate::pool::{server::is_settable, Pool, Pools, Server};
 use crate::shutdown::Shutdown;
-use crate::topology::{PrimaryRoute, Topology};
+use crate::topology::Topology;
 
 /// Everything a session needs from the server, shared by all sessions.
 pub struct Ctx {
@@ -32,6 +37,16 @@ pub struct Ctx {
     pub cancels: Arc<CancelRegistry>,
     pub users: UserDb,
     pub shutdown: Shutdown,
+    pub pools: Arc<Pools>,
+    /// Client connections open now.
+    pub clients: AtomicUsize,
+    /// Clients ever pinned to a server connection by session-bound state.
+    pub pinned_total: AtomicU64,
+    /// Clients moved to a new primary without noticing.
+    pub moved_total: AtomicU64,
+    /// Prepared statements some server connection has accepted: a client's Parse of one of these
+    /// can be answered without a server (see `prepared::parse_offline`).
+    pub known_statements: dashmap::DashSet<u64>,
 }
 
 /// A client socket that can be split into independently owned halves for the two pumps.
@@ -57,11 +72,22 @@ impl ClientSocket for tokio::net::UnixStream {
     }
 }
 
+/// Decrements the client count however the session ends.
+struct ClientSlot<'a>(&'a AtomicUsize);
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Runs a session to its end. `local` is true for unix-socket clients.
 pub async fn run<S: ClientSocket>(ctx: Arc<Ctx>, stream: S, local: bool) {
+    let n = ctx.clients.fetch_add(1, Ordering::Relaxed) + 1;
+    let _slot = ClientSlot(&ctx.clients);
     let deadline = Instant::now() + ctx.config.authentication_timeout;
     let mut conn = ClientConn::new(stream, deadline);
-    let login = match login(&ctx, &mut conn, local).await {
+    let login = match login(&ctx, &mut conn, local, n).await {
         Ok(Some(l)) => l,
         Ok(None) => return,
         Err(SessionError::ServerRefused(frame)) => {
@@ -75,19 +101,23 @@ pub async fn run<S: ClientSocket>(ctx: Arc<Ctx>, stream: S, local: bool) {
             return;
         }
     };
-    forward(ctx, conn, login).await;
+    engine::run(&ctx, conn, login).await;
 }
 
-struct Login {
-    server: ServerConn,
-    route: PrimaryRoute,
-    cancel: crate::cancel::CancelHandle,
+/// What a logged-in client brings to the engine.
+pub struct Login {
+    pub startup: StartupMessage,
+    pub password: String,
+    pub server: Option<(Server, Arc<Pool>)>,
+    pub params: HashMap<String, String>,
+    pub cancel: crate::cancel::CancelHandle,
 }
 
 async fn login<S: ClientSocket>(
     ctx: &Ctx,
     conn: &mut ClientConn<S>,
     local: bool,
+    clients: usize,
 ) -> Result<Option<Login>, SessionError> {
     let startup = loop {
         match conn.read_initial().await? {
@@ -102,6 +132,14 @@ async fn login<S: ClientSocket>(
             InitialPacket::Startup(m) => break m,
         }
     };
+    if clients > ctx.config.pool.max_client_conn {
+        conn.fatal(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "sorry, too many clients already",
+        )
+        .await;
+        return Ok(None);
+    }
     let options = startup.protocol_options();
     if startup.minor > 0 || !options.is_empty() {
         let mut out = BytesMut::new();
@@ -118,133 +156,96 @@ async fn login<S: ClientSocket>(
         .password(&user)
         .ok_or_else(|| SessionError::AuthFailed(user.clone()))?
         .to_string();
-    let (server, route) = connect_primary(ctx, &startup, &password).await?;
+    let wanted: HashMap<String, String> = startup
+        .params
+        .iter()
+        .filter(|(k, _)| is_settable(k))
+        .cloned()
+        .collect();
+    let (server, params) = match welcome(ctx, &startup).await? {
+        // Transaction pooling with a known pool: greet without holding a server connection.
+        Some(mut params) => {
+            params.extend(wanted);
+            (None, params)
+        }
+        None => {
+            let deadline = Instant::now() + ctx.config.primary_wait_timeout;
+            let (mut server, pool) = engine::checkout(ctx, &startup, &password, deadline).await?;
+            if let Err(e) = server
+                .sync_params(&wanted, ctx.config.connect_timeout)
+                .await
+            {
+                pool.checkin(server, false);
+                return Err(SessionError::Backend(e));
+            }
+            let params = server.params.clone();
+            (Some((server, pool)), params)
+        }
+    };
     let cancel = ctx.cancels.register();
-    cancel.set_backend(Some(BackendKey {
-        addr: server.addr,
-        pid: server.pid,
-        secret: server.secret.clone(),
-    }));
-    // AuthenticationOk, the server's greeting with our own BackendKeyData before its
-    // ReadyForQuery.
-    let greeting = &server.greeting;
-    let split = greeting.len().saturating_sub(6);
-    let mut out = BytesMut::with_capacity(greeting.len() + 32);
+    // AuthenticationOk, the server's parameters as this client asked for them, our own
+    // BackendKeyData, ReadyForQuery.
+    let mut out = BytesMut::with_capacity(1024);
     build::auth_ok(&mut out);
-    out.extend_from_slice(&greeting[..split]);
+    let mut keys: Vec<&String> = params.keys().collect();
+    keys.sort();
+    for k in keys {
+        if REPORTED.contains(&k.as_str()) {
+            build::parameter_status(&mut out, k, &params[k]);
+        }
+    }
     build::backend_key_data(&mut out, cancel.pid, &cancel.secret);
-    out.extend_from_slice(&greeting[split..]);
+    build::ready_for_query(&mut out, b'I');
     conn.write(&out).await?;
-    tracing::debug!(
-        user,
-        database = startup.database(),
-        node = route.node_id,
-        "session started"
-    );
+    tracing::debug!(user, database = startup.database(), "session started");
     Ok(Some(Login {
+        startup,
+        password,
         server,
-        route,
+        params,
         cancel,
     }))
 }
 
-/// Waits for a primary (bounded by `primary_wait_timeout`) and logs in to it, trying again if
-/// the primary moves or is unreachable in the meantime.
-async fn connect_primary(
+/// In transaction mode, the greeting parameters of the client's pool on the current primary,
+/// if that pool has had a connection already.
+async fn welcome(
     ctx: &Ctx,
     startup: &StartupMessage,
-    password: &str,
-) -> Result<(ServerConn, PrimaryRoute), SessionError> {
-    let deadline = Instant::now() + ctx.config.primary_wait_timeout;
-    let mut last_error = None;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let table = match ctx.topology.wait_for_primary(left).await {
-            Ok(t) => t,
-            Err(t) => {
-                let reason = last_error
-                    .or_else(|| t.no_primary_reason.clone())
-                    .unwrap_or_else(|| "no primary known".into());
-                return Err(SessionError::NoPrimary(format!(
-                    "{reason} (waited {} ms)",
-                    ctx.config.primary_wait_timeout.as_millis()
-                )));
-            }
-        };
-        let Some(route) = table.primary.clone() else {
-            continue;
-        };
-        let budget = ctx
-            .config
-            .connect_timeout
-            .min(left.max(Duration::from_millis(100)));
-        match connect(&route.addr(), startup, password, budget).await {
-            Ok(server) => {
-                let now = ctx.topology.current();
-                if now.primary.as_ref().map(|p| p.node_id) == Some(route.node_id) {
-                    return Ok((server, route));
-                }
-                // The primary moved while we logged in: go to the new one.
-            }
-            Err(e) if !e.is_retryable() => {
-                return Err(match e {
-                    ConnectError::Refused(frame) => SessionError::ServerRefused(frame),
-                    other => SessionError::Backend(other.to_string()),
-                });
-            }
-            Err(e) => {
-                tracing::debug!(node = route.node_id, error = %e, "primary not usable yet");
-                last_error = Some(e.to_string());
-                if Instant::now() >= deadline {
-                    continue;
-                }
-                let gen = table.generation;
-                let _ = tokio::time::timeout(Duration::from_millis(100), async {
-                    while ctx.topology.generation() == gen {
-                        ctx.topology.changed().await;
-                    }
-                })
-                .await;
-            }
-        }
+) -> Result<Option<HashMap<String, String>>, SessionError> {
+    if ctx.config.pool.mode != crate::config::PoolMode::Transaction {
+        return Ok(None);
     }
+    let Ok(table) = ctx
+        .topology
+        .wait_for_primary(ctx.config.primary_wait_timeout)
+        .await
+    else {
+        return Ok(None);
+    };
+    let Some(route) = table.primary.as_ref() else {
+        return Ok(None);
+    };
+    let options = startup.get("options").unwrap_or("");
+    let pool = ctx
+        .pools
+        .get(route, startup.user(), startup.database(), options);
+    Ok(pool.welcome())
 }
 
-async fn forward<S: ClientSocket>(ctx: Arc<Ctx>, conn: ClientConn<S>, login: Login) {
-    let ClientConn { stream, buf, .. } = conn;
-    let Login {
-        server,
-        route,
-        cancel,
-    } = login;
-    let (cr, cw) = stream.into_halves();
-    let ServerConn {
-        stream: server_stream,
-        leftover,
-        ..
-    } = server;
-    let (sr, sw) = server_stream.into_split();
-    let shared = Shared::new();
-    let node = route.node_id;
-    let max = ctx.config.max_message_bytes;
-    let c2s = forward::client_to_server(cr, sw, buf, max, &shared, &ctx, node);
-    let s2c = forward::server_to_client(sr, cw, leftover, &shared, &ctx, node);
-    tokio::pin!(c2s, s2c);
-    let end = tokio::select! {
-        c = &mut c2s => match c {
-            ClientEnd::Closed => {
-                if shared.pending() > 0 {
-                    // The client left mid-query: do not let the query run on for nobody.
-                    if let Some(key) = cancel.backend() {
-                        tokio::spawn(send_cancel(key));
-                    }
-                }
-                "client closed".to_string()
-            }
-            ClientEnd::Terminated => "client terminated".to_string(),
-            ClientEnd::Handover => s2c.await.to_string(),
-        },
-        s = &mut s2c => s.to_string(),
-    };
-    tracing::debug!(node, end, "session ended");
-}
+/// The parameters PostgreSQL 15 reports to clients (GUC_REPORT), as it spells them.
+const REPORTED: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "default_transaction_read_only",
+    "in_hot_standby",
+    "integer_datetimes",
+    "IntervalStyle",
+    "is_superuser",
+    "server_encoding",
+    "server_version",
+    "session_authorization",
+    "standard_conforming_strings",
+    "TimeZone",
+];

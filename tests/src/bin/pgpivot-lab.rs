@@ -81,7 +81,17 @@ async fn main() -> anyhow::Result<()> {
         env: vec![("PGPOOL_PORT_NUMBER".into(), port.to_string())],
         ..Default::default()
     };
-    let env = pivot_env(&cluster, &opts, &listen, &socket_dir);
+    let mut env = pivot_env(&cluster, &opts, &listen, &socket_dir);
+    // Let the operator try settings: PGPIVOT_* from our own environment win.
+    for (k, v) in std::env::vars() {
+        if k.starts_with("PGPIVOT_")
+            && k != "PGPIVOT_PG_BIN"
+            && k != "PGPIVOT_TMPDIR"
+            && k != "PGPIVOT_LOG"
+        {
+            env.insert(k, v);
+        }
+    }
     let running = Running::start(Config::from_sources(None, &env)?).await?;
     let topo = running.topology();
     if topo

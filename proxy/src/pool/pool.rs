@@ -1,0 +1,266 @@
+//! One pool of server connections for a (node, user, database, options) key.
+//!
+//! Checkout order: an idle connection (most recently used first, warm caches), else a new one if
+//! the pool is under its size, else wait in FIFO order up to the query wait timeout. A
+//! connection that comes back in a bad state is closed and its slot handed to the next waiter.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pgpivot_protocol::startup::StartupMessage;
+use tokio::sync::oneshot;
+
+use super::server::Server;
+use crate::backend::connect::{connect, ConnectError};
+
+/// What a waiter is handed: a ready connection, or the right to open one.
+enum Handoff {
+    Server(Box<Server>),
+    Slot,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("no server connection available within {0} ms (pool of {1} is busy)")]
+    Timeout(u128, usize),
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    #[error("the pool was closed (its node stopped being primary)")]
+    Closed,
+}
+
+pub struct PoolSettings {
+    pub size: usize,
+    pub connect_timeout: Duration,
+    pub lifetime: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Default)]
+pub struct PoolStats {
+    pub checkouts: AtomicU64,
+    pub created: AtomicU64,
+    pub closed_bad_state: AtomicU64,
+    pub wait_micros: AtomicU64,
+}
+
+struct Inner {
+    idle: Vec<Server>,
+    /// Connections that exist (idle, checked out, or being opened).
+    total: usize,
+    waiters: VecDeque<oneshot::Sender<Handoff>>,
+    closed: bool,
+}
+
+pub struct Pool {
+    pub node_id: usize,
+    pub addr: String,
+    pub user: String,
+    pub database: String,
+    settings: PoolSettings,
+    inner: Mutex<Inner>,
+    pub stats: PoolStats,
+    /// The parameters the first server connection reported: what a client is greeted with when
+    /// it logs in while every connection is busy (transaction pooling needs no server to log in).
+    welcome: Mutex<Option<std::collections::HashMap<String, String>>>,
+}
+
+/// A snapshot for SHOW POOLS and metrics.
+#[derive(Debug, Clone)]
+pub struct PoolCounts {
+    pub idle: usize,
+    pub active: usize,
+    pub waiting: usize,
+}
+
+impl Pool {
+    pub fn new(
+        node_id: usize,
+        addr: String,
+        user: String,
+        database: String,
+        settings: PoolSettings,
+    ) -> Self {
+        Pool {
+            node_id,
+            addr,
+            user,
+            database,
+            settings,
+            inner: Mutex::new(Inner {
+                idle: Vec::new(),
+                total: 0,
+                waiters: VecDeque::new(),
+                closed: false,
+            }),
+            stats: PoolStats::default(),
+            welcome: Mutex::new(None),
+        }
+    }
+
+    pub fn welcome(&self) -> Option<std::collections::HashMap<String, String>> {
+        self.welcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A poisoned lock only means another task panicked mid-update; the counts are still
+        // the best we have.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn counts(&self) -> PoolCounts {
+        let g = self.lock();
+        PoolCounts {
+            idle: g.idle.len(),
+            active: g.total - g.idle.len(),
+            waiting: g.waiters.len(),
+        }
+    }
+
+    /// Gets a connection, opening one (with `startup`/`password`) when allowed.
+    pub async fn checkout(
+        &self,
+        startup: &StartupMessage,
+        password: &str,
+        wait: Duration,
+    ) -> Result<Server, CheckoutError> {
+        let started = Instant::now();
+        let result = self.checkout_inner(startup, password, wait).await;
+        self.stats
+            .wait_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if result.is_ok() {
+            self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn checkout_inner(
+        &self,
+        startup: &StartupMessage,
+        password: &str,
+        wait: Duration,
+    ) -> Result<Server, CheckoutError> {
+        let rx = {
+            let mut g = self.lock();
+            if g.closed {
+                return Err(CheckoutError::Closed);
+            }
+            let now = Instant::now();
+            while let Some(s) = g.idle.pop() {
+                if self.expired(&s, now) {
+                    g.total -= 1;
+                    continue;
+                }
+                return Ok(s);
+            }
+            if g.total < self.settings.size {
+                g.total += 1;
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                g.waiters.push_back(tx);
+                Some(rx)
+            }
+        };
+        if let Some(rx) = rx {
+            match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(Handoff::Server(s))) => return Ok(*s),
+                Ok(Ok(Handoff::Slot)) => {}
+                Ok(Err(_)) => return Err(CheckoutError::Closed),
+                Err(_) => return Err(CheckoutError::Timeout(wait.as_millis(), self.settings.size)),
+            }
+        }
+        // We hold a slot: open a connection.
+        match connect(&self.addr, startup, password, self.settings.connect_timeout).await {
+            Ok(conn) => {
+                self.stats.created.fetch_add(1, Ordering::Relaxed);
+                let mut w = self.welcome.lock().unwrap_or_else(|e| e.into_inner());
+                if w.is_none() {
+                    let mut params = std::collections::HashMap::new();
+                    super::server::absorb_parameter_status(&conn.greeting, &mut params);
+                    *w = Some(params);
+                }
+                drop(w);
+                Ok(Server::new(conn, self.node_id, startup))
+            }
+            Err(e) => {
+                self.release_slot();
+                Err(e.into())
+            }
+        }
+    }
+
+    fn expired(&self, s: &Server, now: Instant) -> bool {
+        now.duration_since(s.created) >= self.settings.lifetime
+            || now.duration_since(s.last_used) >= self.settings.idle_timeout
+    }
+
+    /// Gives a slot back (a connection was closed or never opened): the first live waiter may
+    /// open one.
+    fn release_slot(&self) {
+        let mut g = self.lock();
+        while let Some(w) = g.waiters.pop_front() {
+            if w.send(Handoff::Slot).is_ok() {
+                return;
+            }
+        }
+        g.total = g.total.saturating_sub(1);
+    }
+
+    /// Returns a connection. `reusable` is the caller's verdict (idle, at a message boundary,
+    /// nothing pending); anything else is closed.
+    pub fn checkin(&self, mut server: Server, reusable: bool) {
+        let now = Instant::now();
+        if !reusable || self.expired(&server, now) || self.lock().closed {
+            if !reusable {
+                self.stats.closed_bad_state.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(server);
+            self.release_slot();
+            return;
+        }
+        server.last_used = now;
+        let mut g = self.lock();
+        while let Some(w) = g.waiters.pop_front() {
+            match w.send(Handoff::Server(Box::new(server))) {
+                Ok(()) => return,
+                Err(Handoff::Server(s)) => server = *s,
+                Err(Handoff::Slot) => return,
+            }
+        }
+        g.idle.push(server);
+    }
+
+    /// Closes every idle connection and refuses new checkouts (the node stopped being primary).
+    pub fn close(&self) {
+        let mut g = self.lock();
+        g.closed = true;
+        let n = g.idle.len();
+        g.idle.clear();
+        g.total = g.total.saturating_sub(n);
+        g.waiters.clear();
+    }
+
+    /// Drops idle connections past their lifetime or idle limit (called periodically).
+    pub fn reap(&self) {
+        let now = Instant::now();
+        let mut g = self.lock();
+        let before = g.idle.len();
+        let (lifetime, idle) = (self.settings.lifetime, self.settings.idle_timeout);
+        g.idle.retain(|s| {
+            now.duration_since(s.created) < lifetime && now.duration_since(s.last_used) < idle
+        });
+        let removed = before - g.idle.len();
+        g.total = g.total.saturating_sub(removed);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}

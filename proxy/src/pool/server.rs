@@ -1,0 +1,209 @@
+//! A pooled server connection and what pgpivot knows about its session state.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use pgpivot_protocol::frame::read_frame;
+use pgpivot_protocol::startup::StartupMessage;
+use pgpivot_protocol::views::{self, ErrorView};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::backend::connect::ServerConn;
+use crate::session::prepared::ServerStatements;
+
+/// Reported parameters clients cannot SET: a difference is told to the client instead.
+const FIXED: &[&str] = &[
+    "server_version",
+    "server_encoding",
+    "is_superuser",
+    "session_authorization",
+    "integer_datetimes",
+    "in_hot_standby",
+];
+
+/// Startup keys that are not session parameters.
+const NOT_PARAMS: &[&str] = &["user", "database", "options", "replication"];
+
+pub fn is_settable(name: &str) -> bool {
+    !FIXED.contains(&name) && !NOT_PARAMS.contains(&name) && !name.starts_with("_pq.")
+}
+
+pub struct Server {
+    pub conn: ServerConn,
+    pub node_id: usize,
+    /// Parameter values in force on this connection: its startup parameters, every
+    /// ParameterStatus it reported, and the SETs pgpivot applied.
+    pub params: HashMap<String, String>,
+    pub prepared: ServerStatements,
+    pub created: Instant,
+    pub last_used: Instant,
+}
+
+impl Server {
+    pub fn new(conn: ServerConn, node_id: usize, startup: &StartupMessage) -> Self {
+        let mut params: HashMap<String, String> = startup
+            .params
+            .iter()
+            .filter(|(k, _)| is_settable(k))
+            .cloned()
+            .collect();
+        absorb_parameter_status(&conn.greeting, &mut params);
+        let now = Instant::now();
+        Server {
+            conn,
+            node_id,
+            params,
+            prepared: ServerStatements::default(),
+            created: now,
+            last_used: now,
+        }
+    }
+
+    /// Makes this connection's parameters match `wanted` (a client's), with one round trip of
+    /// SET/RESET when anything differs. Errors mean the connection is unusable for this client.
+    pub async fn sync_params(
+        &mut self,
+        wanted: &HashMap<String, String>,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let mut sql = String::new();
+        for (k, v) in wanted {
+            if is_settable(k) && self.params.get(k) != Some(v) {
+                sql.push_str(&format!("SET {} TO {};", quote_ident(k), quote_literal(v)));
+            }
+        }
+        let stale: Vec<String> = self
+            .params
+            .keys()
+            .filter(|k| is_settable(k) && !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in &stale {
+            sql.push_str(&format!("RESET {};", quote_ident(k)));
+        }
+        if sql.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout(timeout, self.run_quietly(&sql)).await {
+            Ok(Ok(())) => {
+                for (k, v) in wanted {
+                    if is_settable(k) {
+                        self.params.insert(k.clone(), v.clone());
+                    }
+                }
+                for k in stale {
+                    self.params.remove(&k);
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("timed out applying session parameters".into()),
+        }
+    }
+
+    /// Runs a simple query whose results nobody sees; ParameterStatus updates are recorded.
+    pub async fn run_quietly(&mut self, sql: &str) -> Result<(), String> {
+        let mut out = BytesMut::with_capacity(sql.len() + 6);
+        postgres_protocol::message::frontend::query(sql, &mut out).map_err(|e| e.to_string())?;
+        self.conn
+            .stream
+            .write_all(&out)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = BytesMut::with_capacity(1024);
+        let mut error = None;
+        loop {
+            while let Some(f) = read_frame(&mut buf, 1 << 24).map_err(|e| e.to_string())? {
+                match f.tag() {
+                    b'S' => {
+                        if let Some((k, v)) = views::parameter_status(f.body()) {
+                            self.params.insert(
+                                String::from_utf8_lossy(k).into_owned(),
+                                String::from_utf8_lossy(v).into_owned(),
+                            );
+                        }
+                    }
+                    b'E' => {
+                        let v = ErrorView::new(f.body());
+                        error = Some(format!(
+                            "{}: {}",
+                            v.sqlstate().unwrap_or("?"),
+                            v.message().unwrap_or("")
+                        ));
+                    }
+                    b'Z' => {
+                        if f.body().first() != Some(&b'I') {
+                            return Err("server left in a transaction".into());
+                        }
+                        return match error {
+                            Some(e) => Err(e),
+                            None => Ok(()),
+                        };
+                    }
+                    _ => {}
+                }
+            }
+            let n = read_more(&mut self.conn.stream, &mut buf).await?;
+            if n == 0 {
+                return Err("server closed the connection".into());
+            }
+        }
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<usize, String> {
+    stream.read_buf(buf).await.map_err(|e| e.to_string())
+}
+
+/// Records every ParameterStatus in a run of raw messages.
+pub fn absorb_parameter_status(raw: &[u8], params: &mut HashMap<String, String>) {
+    let mut rest = raw;
+    while let Ok(Some((tag, len))) = pgpivot_protocol::frame::header(rest, usize::MAX) {
+        let Some(msg) = rest.get(..len) else { break };
+        if tag == b'S' {
+            if let Some((k, v)) = views::parameter_status(&msg[5..]) {
+                params.insert(
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                );
+            }
+        }
+        rest = &rest[len..];
+    }
+}
+
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("Time\"Zone"), "\"Time\"\"Zone\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert!(is_settable("application_name"));
+        assert!(!is_settable("server_version"));
+        assert!(!is_settable("user"));
+    }
+
+    #[test]
+    fn parameter_status_runs() {
+        let mut raw = BytesMut::new();
+        pgpivot_protocol::build::parameter_status(&mut raw, "TimeZone", "UTC");
+        pgpivot_protocol::build::ready_for_query(&mut raw, b'I');
+        pgpivot_protocol::build::parameter_status(&mut raw, "DateStyle", "ISO, MDY");
+        let mut p = HashMap::new();
+        absorb_parameter_status(&raw, &mut p);
+        assert_eq!(p.get("TimeZone").map(String::as_str), Some("UTC"));
+        assert_eq!(p.get("DateStyle").map(String::as_str), Some("ISO, MDY"));
+    }
+}

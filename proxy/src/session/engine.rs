@@ -1,0 +1,533 @@
+//! The session engine: attach a server connection when the client has something to send, run the
+//! two pumps, and decide what an attachment's end means (design section 1.5).
+//!
+//! * transaction mode: the connection goes back to the pool at each transaction boundary;
+//! * session mode: the client keeps it until it leaves;
+//! * both: when the primary moves while the client is idle outside a transaction (and holds no
+//!   pinned state), the old connection is dropped and the next transaction runs on the new
+//!   primary with its session parameters re-applied and its prepared statements re-prepared —
+//!   no error. A client caught inside a transaction gets exactly one ErrorResponse and a
+//!   ReadyForQuery per request it was waiting on (or on its next request), and keeps its
+//!   connection. Nothing is ever re-sent.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use pgpivot_protocol::build::{self, ErrorFields};
+use pgpivot_protocol::frame::{header, Scanner};
+use pgpivot_protocol::sqlstate;
+use pgpivot_protocol::startup::StartupMessage;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::conn::ClientConn;
+use super::forward::{
+    client_to_server, server_to_client, write_fatal, ClientEnd, ClientSide, ServerEnd, ServerSide,
+    Shared,
+};
+use super::prepared::parse_offline;
+use super::{ClientSocket, Ctx, Login};
+use crate::cancel::{send_cancel, BackendKey};
+use crate::config::PoolMode;
+use crate::error::SessionError;
+use crate::pool::{CheckoutError, Pool, Server};
+
+/// Waits for a primary and takes a connection from its pool, until `deadline`.
+pub async fn checkout(
+    ctx: &Ctx,
+    startup: &StartupMessage,
+    password: &str,
+    deadline: Instant,
+) -> Result<(Server, Arc<Pool>), SessionError> {
+    let mut last_error = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let table = match ctx.topology.wait_for_primary(left).await {
+            Ok(t) => t,
+            Err(t) => {
+                let reason = last_error
+                    .or_else(|| t.no_primary_reason.clone())
+                    .unwrap_or_else(|| "no primary known".into());
+                return Err(SessionError::NoPrimary(format!(
+                    "{reason} (waited {} ms)",
+                    ctx.config.primary_wait_timeout.as_millis()
+                )));
+            }
+        };
+        let Some(route) = table.primary.clone() else {
+            continue;
+        };
+        let options = startup.get("options").unwrap_or("");
+        let pool = ctx
+            .pools
+            .get(&route, startup.user(), startup.database(), options);
+        match pool
+            .checkout(startup, password, ctx.config.pool.query_wait_timeout)
+            .await
+        {
+            Ok(server) => {
+                if super::forward::still_primary(ctx, server.node_id) {
+                    return Ok((server, pool));
+                }
+                pool.checkin(server, false);
+            }
+            Err(CheckoutError::Timeout(ms, size)) => {
+                return Err(SessionError::PoolTimeout(ms, size));
+            }
+            Err(CheckoutError::Connect(e)) if !e.is_retryable() => {
+                return Err(match e {
+                    crate::backend::connect::ConnectError::Refused(f) => {
+                        SessionError::ServerRefused(f)
+                    }
+                    other => SessionError::Backend(other.to_string()),
+                });
+            }
+            Err(e) => {
+                tracing::debug!(node = route.node_id, error = %e, "primary not usable yet");
+                last_error = Some(e.to_string());
+                if Instant::now() >= deadline {
+                    continue;
+                }
+                let gen = table.generation;
+                let _ = tokio::time::timeout(Duration::from_millis(100), async {
+                    while ctx.topology.generation() == gen {
+                        ctx.topology.changed().await;
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+struct Attached {
+    server: Server,
+    pool: Arc<Pool>,
+}
+
+pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) {
+    let ClientConn { stream, buf, .. } = conn;
+    let (mut cr, mut cw) = stream.into_halves();
+    let Login {
+        startup,
+        password,
+        server,
+        mut params,
+        cancel,
+    } = login;
+    let mode = ctx.config.pool.mode;
+    let shared = Shared::new();
+    let mut client = ClientSide {
+        buf,
+        scan: Scanner::new(ctx.config.max_message_bytes),
+        out: BytesMut::with_capacity(1024),
+    };
+    let mut sside = ServerSide::new();
+    let mut attached = server.map(|(server, pool)| Attached { server, pool });
+    // An error owed to the client's next request (its transaction died with its server).
+    let mut owed: Option<(&'static str, String)> = None;
+    // The owed error is for a transaction the client still thinks is open (aborted).
+    let mut lost_tx = false;
+
+    let outcome = loop {
+        let Some(mut a) = attached.take() else {
+            match idle_turn(
+                ctx,
+                &mut cr,
+                &mut cw,
+                &mut client,
+                &shared,
+                &mut owed,
+                &mut lost_tx,
+            )
+            .await
+            {
+                Idle::Request => {}
+                Idle::End(why) => break why,
+            }
+            // The client wants a server.
+            match checkout(
+                ctx,
+                &startup,
+                &password,
+                Instant::now() + ctx.config.primary_wait_timeout,
+            )
+            .await
+            {
+                Ok((mut server, pool)) => {
+                    if let Err(e) = server
+                        .sync_params(&params, ctx.config.connect_timeout)
+                        .await
+                    {
+                        pool.checkin(server, false);
+                        owed = Some((
+                            sqlstate::CONNECTION_FAILURE,
+                            format!("could not prepare a server connection: {e}"),
+                        ));
+                        continue;
+                    }
+                    attached = Some(Attached { server, pool });
+                }
+                Err(e) => {
+                    let code = e.sqlstate();
+                    owed = Some((code, e.to_string()));
+                }
+            }
+            continue;
+        };
+        shared.reset_for_attach();
+        std::mem::swap(&mut shared.prep().server, &mut a.server.prepared);
+        let statements_before = shared.prep().server.len();
+        cancel.set_backend(Some(BackendKey {
+            addr: a.server.conn.addr,
+            pid: a.server.conn.pid,
+            secret: a.server.conn.secret.clone(),
+        }));
+        sside.buf.clear();
+        sside.buf.extend_from_slice(&a.server.conn.leftover);
+        a.server.conn.leftover.clear();
+        sside.scan = Scanner::new(i32::MAX as usize);
+        let node = a.server.node_id;
+        tracing::trace!(server_pid = a.server.conn.pid, "attached");
+        let end = {
+            let Server {
+                conn,
+                params: server_params,
+                ..
+            } = &mut a.server;
+            let (mut sr, mut sw) = conn.stream.split();
+            let c2s = client_to_server(
+                &mut cr,
+                &mut sw,
+                &mut client,
+                &shared,
+                ctx,
+                node,
+                ctx.config.max_message_bytes,
+            );
+            let s2c = server_to_client(
+                &mut sr,
+                &mut cw,
+                &mut sside,
+                server_params,
+                &mut params,
+                &shared,
+                ctx,
+                node,
+                mode,
+            );
+            tokio::pin!(c2s, s2c);
+            // Client first: a request that made us attach must be staged before the server
+            // pump can judge the connection idle and release it.
+            tokio::select! {
+                biased;
+                c = &mut c2s => match c {
+                    ClientEnd::Closed => Err(true),
+                    ClientEnd::Terminated => Err(false),
+                    ClientEnd::Handover => Ok(s2c.await),
+                },
+                s = &mut s2c => Ok(s),
+            }
+        };
+        cancel.set_backend(None);
+        std::mem::swap(&mut shared.prep().server, &mut a.server.prepared);
+        if matches!(end, Ok(ServerEnd::Release)) && a.server.prepared.len() != statements_before {
+            // Settled: every statement this connection holds was accepted by PostgreSQL.
+            for h in a.server.prepared.hashes() {
+                ctx.known_statements.insert(h);
+            }
+        }
+        tracing::trace!(server_pid = a.server.conn.pid, end = ?end, "detached");
+        let end = match end {
+            Err(mid_query) => {
+                // The client left.
+                let pending = shared.pending() > 0;
+                if mid_query && pending {
+                    // Do not let a query run on for nobody.
+                    tokio::spawn(send_cancel(BackendKey {
+                        addr: a.server.conn.addr,
+                        pid: a.server.conn.pid,
+                        secret: a.server.conn.secret.clone(),
+                    }));
+                }
+                let clean = shared.quiescent() && sside.buf.is_empty() && shared.pinned().is_none();
+                give_back(a, clean, mode).await;
+                break "client left";
+            }
+            Ok(e) => e,
+        };
+        match end {
+            ServerEnd::Release => {
+                a.pool.checkin(a.server, true);
+            }
+            ServerEnd::Demoted | ServerEnd::ServerLost => {
+                let quiet = shared.quiescent() && sside.buf.is_empty();
+                a.pool.checkin(a.server, false);
+                if let Some(why) = shared.pinned() {
+                    let msg = format!("terminating connection: its server connection held session state ({why}) and the primary changed");
+                    write_fatal(&mut cw, sqlstate::ADMIN_SHUTDOWN, &msg).await;
+                    break "pinned client lost its server";
+                }
+                if quiet {
+                    ctx.moved_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(node, end = %end, "idle client detached; its next transaction goes to the primary");
+                    continue;
+                }
+                if !shared.client_boundary.load(Ordering::Relaxed)
+                    || !shared.server_boundary.load(Ordering::Relaxed)
+                {
+                    break "connection lost mid-message";
+                }
+                // Bytes that were being written to the lost server are gone with it: never resend.
+                let in_flight = shared.in_flight.swap(0, Ordering::Relaxed);
+                client.buf.advance(in_flight.min(client.buf.len()));
+                let held = shared
+                    .server_fatal
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                let (code, msg) = match (&end, held) {
+                    // A class-57/08 FATAL from the dying server keeps its words, as an ERROR.
+                    (_, Some((c, m))) if c.starts_with("57") || c.starts_with("08") => (
+                        static_code(&c),
+                        format!("{m} (the transaction was lost; pgpivot keeps the connection)"),
+                    ),
+                    (ServerEnd::Demoted, _) => (sqlstate::ADMIN_SHUTDOWN, LOST.to_string()),
+                    _ => (sqlstate::CONNECTION_FAILURE, LOST.to_string()),
+                };
+                let pending = shared.pending();
+                let in_transaction = !shared.idle.load(Ordering::Relaxed);
+                // Inside a transaction the client stays in an aborted transaction (ReadyForQuery
+                // 'E') until it ends it: an error may land on a request the application does not
+                // look at (a statement Close), so its COMMIT must fail too — never "succeed" on a
+                // fresh connection with nothing to commit.
+                let status = if in_transaction { b'E' } else { b'I' };
+                if pending > 0 && !answer_errors(&mut cw, code, &msg, pending, status).await {
+                    break "client gone";
+                }
+                if pending == 0 || in_transaction || shared.unsynced.load(Ordering::Relaxed) {
+                    owed = Some((code, msg));
+                    lost_tx = in_transaction;
+                }
+                tracing::info!(node, end = %end, pending, "client transaction lost to a failover; client stays connected");
+            }
+            ServerEnd::ServerFatal | ServerEnd::Stopped(_) | ServerEnd::ClientGone => {
+                a.pool.checkin(a.server, false);
+                break "ended";
+            }
+        }
+    };
+    tracing::debug!(outcome, "session ended");
+}
+
+const LOST: &str =
+    "the transaction was lost because its server connection failed (primary change); it was rolled back";
+
+/// The SQLSTATEs a lost transaction is reported with (owned strings from the server mapped
+/// onto the constants the error path carries).
+fn static_code(code: &str) -> &'static str {
+    match code {
+        "57P01" => sqlstate::ADMIN_SHUTDOWN,
+        "57P03" => sqlstate::CANNOT_CONNECT_NOW,
+        "08000" => sqlstate::CONNECTION_EXCEPTION,
+        _ if code.starts_with("57") => sqlstate::ADMIN_SHUTDOWN,
+        _ => sqlstate::CONNECTION_FAILURE,
+    }
+}
+
+/// Returns a connection when the client leaves: reset first in session mode.
+async fn give_back(mut a: Attached, clean: bool, mode: PoolMode) {
+    if clean && mode == PoolMode::Session {
+        let ok = tokio::time::timeout(Duration::from_secs(5), a.server.run_quietly("DISCARD ALL"))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        a.server.prepared.clear();
+        a.pool.checkin(a.server, ok);
+    } else {
+        a.pool.checkin(a.server, clean);
+    }
+}
+
+enum Idle {
+    /// The client sent a request that needs a server.
+    Request,
+    End(&'static str),
+}
+
+/// The client holds no server: wait for its next request, answering locally what needs no
+/// server (an owed error, stray COPY data, Terminate).
+async fn idle_turn<R, W>(
+    ctx: &Ctx,
+    cr: &mut R,
+    cw: &mut W,
+    client: &mut ClientSide,
+    shared: &Shared,
+    owed: &mut Option<(&'static str, String)>,
+    lost_tx: &mut bool,
+) -> Idle
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        match header(&client.buf, ctx.config.max_message_bytes) {
+            Err(e) => {
+                write_fatal(cw, e.sqlstate(), &e.to_string()).await;
+                return Idle::End("protocol violation");
+            }
+            Ok(Some((tag, len))) => {
+                match tag {
+                    b'X' => return Idle::End("client terminated"),
+                    // Left over from a COPY whose server is gone: PostgreSQL drops these too.
+                    b'd' | b'c' | b'f' | b'H' if client.buf.len() >= len => {
+                        client.buf.advance(len);
+                        continue;
+                    }
+                    b'd' | b'c' | b'f' | b'H' => {}
+                    b'P' if owed.is_none() && client.buf.len() >= len + 5 => {
+                        if client.buf[len..len + 5] == [b'S', 0, 0, 0, 4]
+                            && parse_offline(&client.buf[..len], &mut shared.prep().client, |h| {
+                                ctx.known_statements.contains(&h)
+                            })
+                        {
+                            client.buf.advance(len + 5);
+                            let mut out = BytesMut::with_capacity(11);
+                            out.extend_from_slice(&[b'1', 0, 0, 0, 4]);
+                            build::ready_for_query(&mut out, b'I');
+                            if cw.write_all(&out).await.is_err() {
+                                return Idle::End("client gone");
+                            }
+                            continue;
+                        }
+                        return Idle::Request;
+                    }
+                    _ => {
+                        let Some((code, msg)) = owed.clone() else {
+                            return Idle::Request;
+                        };
+                        if client.buf.len() < len {
+                            // Need the whole message to skip it.
+                        } else {
+                            let ends = if tag == b'Q' {
+                                ends_transaction(&client.buf[5..len])
+                            } else {
+                                None
+                            };
+                            client.buf.advance(len);
+                            if tag == b'Q' || tag == b'S' || tag == b'F' {
+                                let sent = match ends {
+                                    // Truthful: the lost transaction is rolled back.
+                                    Some(false) => {
+                                        *owed = None;
+                                        *lost_tx = false;
+                                        let mut out = BytesMut::with_capacity(32);
+                                        build::command_complete(&mut out, "ROLLBACK");
+                                        build::ready_for_query(&mut out, b'I');
+                                        cw.write_all(&out).await.is_ok()
+                                    }
+                                    // A COMMIT of a lost transaction fails, visibly.
+                                    Some(true) => {
+                                        *owed = None;
+                                        *lost_tx = false;
+                                        answer_errors(cw, code, &msg, 1, b'I').await
+                                    }
+                                    None if *lost_tx => {
+                                        answer_errors(cw, code, &msg, 1, b'E').await
+                                    }
+                                    None => {
+                                        *owed = None;
+                                        answer_errors(cw, code, &msg, 1, b'I').await
+                                    }
+                                };
+                                if !sent {
+                                    return Idle::End("client gone");
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
+            Ok(None) => {}
+        }
+        if ctx.shutdown.drain.is_cancelled() || ctx.shutdown.fast.is_cancelled() {
+            write_fatal(
+                cw,
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection due to administrator command",
+            )
+            .await;
+            return Idle::End("shutdown");
+        }
+        if client.buf.capacity() - client.buf.len() < 1024 {
+            client.buf.reserve(8192);
+        }
+        let idle_limit = ctx
+            .config
+            .pool
+            .client_idle_limit
+            .unwrap_or(Duration::from_secs(u32::MAX as u64));
+        let read = tokio::select! {
+            r = cr.read_buf(&mut client.buf) => r,
+            _ = ctx.shutdown.drain.cancelled() => continue,
+            _ = ctx.shutdown.fast.cancelled() => continue,
+            _ = tokio::time::sleep(idle_limit) => {
+                write_fatal(cw, sqlstate::ADMIN_SHUTDOWN, "terminating connection due to client idle limit").await;
+                return Idle::End("client idle limit");
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => return Idle::End("client left"),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Whether a simple Query ends a transaction: Some(true) commits (COMMIT / END), Some(false)
+/// rolls back (ROLLBACK / ABORT), None otherwise.
+fn ends_transaction(body: &[u8]) -> Option<bool> {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    let t = text.trim_matches(|c: char| c.is_whitespace() || c == ';' || c == '\0');
+    let first = t.split_whitespace().next().unwrap_or("");
+    match first {
+        "commit" | "end" => Some(true),
+        "rollback" | "abort" if !t.contains(" to ") => Some(false),
+        _ => None,
+    }
+}
+
+/// Sends `n` × (ErrorResponse, ReadyForQuery with `status`). Returns false if the client is
+/// gone.
+async fn answer_errors<W: AsyncWrite + Unpin>(
+    cw: &mut W,
+    code: &str,
+    message: &str,
+    n: u32,
+    status: u8,
+) -> bool {
+    let mut out = BytesMut::with_capacity(256);
+    for _ in 0..n {
+        build::error_response(
+            &mut out,
+            &ErrorFields {
+                severity: "ERROR",
+                code,
+                message,
+                detail: None,
+                hint: Some(
+                    "pgpivot moved this connection to the new primary; retry the transaction",
+                ),
+            },
+        );
+        build::ready_for_query(&mut out, status);
+    }
+    tokio::time::timeout(Duration::from_secs(5), cw.write_all(&out))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+#[allow(dead_code)]
+fn _assert_send(_: HashMap<String, String>) {}

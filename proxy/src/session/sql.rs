@@ -1,0 +1,246 @@
+//! A light look at client SQL for the few statements pooling must know about: those that bind
+//! state to one server connection (the client is then pinned to it rather than silently broken)
+//! and the ones that reset prepared statements. Not a parser: first keywords of each statement,
+//! quotes and comments skipped.
+
+/// Parameters the server reports through ParameterStatus: pgpivot tracks and replays them, so a
+/// `SET` of these does not pin.
+const REPORTED: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "intervalstyle",
+    "timezone",
+    "standard_conforming_strings",
+    "default_transaction_read_only",
+    "time",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// State that lives on this server connection from now on.
+    Pin(&'static str),
+    DeallocateAll,
+    Deallocate(String),
+    DiscardAll,
+}
+
+/// Effects of every statement in `sql` (a Query or a Parse text).
+pub fn effects(sql: &[u8]) -> Vec<Effect> {
+    let mut out = Vec::new();
+    let text = String::from_utf8_lossy(sql);
+    let lower = text.to_ascii_lowercase();
+    if (lower.contains("pg_advisory_lock") || lower.contains("pg_try_advisory_lock"))
+        && !out.contains(&Effect::Pin("session advisory lock"))
+    {
+        out.push(Effect::Pin("session advisory lock"));
+    }
+    for stmt in statements(&lower) {
+        let words: Vec<&str> = stmt.split_whitespace().take(6).collect();
+        let w = |i: usize| words.get(i).copied().unwrap_or("");
+        let effect = match w(0) {
+            "prepare" => Some(Effect::Pin("SQL PREPARE")),
+            "listen" => Some(Effect::Pin("LISTEN")),
+            "load" => Some(Effect::Pin("LOAD")),
+            "declare" if stmt.contains("with hold") => Some(Effect::Pin("cursor WITH HOLD")),
+            "create" if is_temp(&words[1..]) => Some(Effect::Pin("temporary table")),
+            "select" if stmt.contains(" into temp") => Some(Effect::Pin("temporary table")),
+            "set" => set_effect(&words[1..]),
+            "deallocate" => {
+                let name = if w(1) == "prepare" { w(2) } else { w(1) };
+                match name {
+                    "" => None,
+                    "all" => Some(Effect::DeallocateAll),
+                    n => Some(Effect::Deallocate(n.trim_matches('"').to_string())),
+                }
+            }
+            "discard" if w(1) == "all" => Some(Effect::DiscardAll),
+            "discard" if w(1) == "temp" || w(1) == "temporary" => None,
+            _ => None,
+        };
+        if let Some(e) = effect {
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+    }
+    out
+}
+
+fn is_temp(words: &[&str]) -> bool {
+    let w: Vec<&str> = words
+        .iter()
+        .copied()
+        .filter(|w| *w != "global" && *w != "local" && *w != "or" && *w != "replace")
+        .collect();
+    matches!(w.first(), Some(&"temp") | Some(&"temporary"))
+}
+
+fn set_effect(words: &[&str]) -> Option<Effect> {
+    let mut i = 0;
+    match words.first().copied() {
+        Some("local") | Some("transaction") | None => return None,
+        Some("session") => {
+            i = 1;
+            match words.get(1).copied() {
+                Some("authorization") => return Some(Effect::Pin("SET SESSION AUTHORIZATION")),
+                Some("characteristics") => return Some(Effect::Pin("SET SESSION CHARACTERISTICS")),
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    let name = words.get(i).copied().unwrap_or("");
+    let name = name
+        .split(['=', ' '])
+        .next()
+        .unwrap_or("")
+        .trim_matches('"');
+    if name == "role" {
+        return Some(Effect::Pin("SET ROLE"));
+    }
+    if REPORTED.contains(&name) {
+        None
+    } else {
+        Some(Effect::Pin("SET of a parameter the server does not report"))
+    }
+}
+
+/// Splits on top-level semicolons, skipping quotes, dollar quotes and comments; returns each
+/// statement with comments removed and leading white space trimmed.
+fn statements(sql: &str) -> Vec<String> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\'' | b'"' => {
+                let end = b[i + 1..]
+                    .iter()
+                    .position(|&x| x == c)
+                    .map(|p| i + 1 + p)
+                    .unwrap_or(b.len() - 1);
+                cur.push(' ');
+                i = end + 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i = b[i..]
+                    .iter()
+                    .position(|&x| x == b'\n')
+                    .map(|p| i + p)
+                    .unwrap_or(b.len());
+                cur.push(' ');
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = sql[i + 2..]
+                    .find("*/")
+                    .map(|p| i + 2 + p + 2)
+                    .unwrap_or(b.len());
+                cur.push(' ');
+            }
+            b'$' => {
+                // $tag$ ... $tag$
+                let tag_end = b[i + 1..]
+                    .iter()
+                    .position(|&x| !(x.is_ascii_alphanumeric() || x == b'_'))
+                    .map(|p| i + 1 + p);
+                match tag_end {
+                    Some(te) if b[te] == b'$' => {
+                        let tag = &sql[i..=te];
+                        i = sql[te + 1..]
+                            .find(tag)
+                            .map(|p| te + 1 + p + tag.len())
+                            .unwrap_or(b.len());
+                        cur.push(' ');
+                    }
+                    _ => {
+                        cur.push('$');
+                        i += 1;
+                    }
+                }
+            }
+            b';' => {
+                out.push(std::mem::take(&mut cur));
+                i += 1;
+            }
+            _ => {
+                // Copy a run of ordinary bytes at once (keeps multi-byte UTF-8 intact).
+                let run = b[i..]
+                    .iter()
+                    .position(|&x| matches!(x, b'\'' | b'"' | b'-' | b'/' | b'$' | b';'))
+                    .map(|p| i + p.max(1))
+                    .unwrap_or(b.len());
+                cur.push_str(&sql[i..run]);
+                i = run;
+            }
+        }
+    }
+    out.push(cur);
+    out.into_iter()
+        .map(|s| s.trim_start().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(s: &str) -> Vec<Effect> {
+        effects(s.as_bytes())
+    }
+
+    #[test]
+    fn pins() {
+        assert_eq!(e("PREPARE p AS SELECT 1"), vec![Effect::Pin("SQL PREPARE")]);
+        assert_eq!(e("  listen chan"), vec![Effect::Pin("LISTEN")]);
+        assert_eq!(
+            e("declare c cursor with hold for select 1"),
+            vec![Effect::Pin("cursor WITH HOLD")]
+        );
+        assert_eq!(
+            e("CREATE TEMP TABLE t(a int)"),
+            vec![Effect::Pin("temporary table")]
+        );
+        assert_eq!(
+            e("create local temporary table t(a int)"),
+            vec![Effect::Pin("temporary table")]
+        );
+        assert_eq!(
+            e("SELECT pg_advisory_lock(1)"),
+            vec![Effect::Pin("session advisory lock")]
+        );
+        assert_eq!(
+            e("SET search_path = x"),
+            vec![Effect::Pin("SET of a parameter the server does not report")]
+        );
+        assert_eq!(e("SET ROLE bob"), vec![Effect::Pin("SET ROLE")]);
+    }
+
+    #[test]
+    fn not_pins() {
+        assert!(e("SELECT pg_advisory_xact_lock(1)").is_empty());
+        assert!(e("SET LOCAL statement_timeout = 5").is_empty());
+        assert!(e("SET application_name = 'x'").is_empty());
+        assert!(e("set TimeZone to 'UTC'").is_empty());
+        assert!(e("SET TIME ZONE 'UTC'").is_empty());
+        assert!(e("select 'prepare listen; create temp table'").is_empty());
+        assert!(e("select 1 -- ; listen x").is_empty());
+        assert!(e("select $$; prepare x as select 1$$").is_empty());
+        assert!(e("CREATE TABLE t(a int)").is_empty());
+        assert!(e("select é from t").is_empty());
+    }
+
+    #[test]
+    fn resets() {
+        assert_eq!(e("DEALLOCATE ALL"), vec![Effect::DeallocateAll]);
+        assert_eq!(
+            e("deallocate prepare s1"),
+            vec![Effect::Deallocate("s1".into())]
+        );
+        assert_eq!(e("DISCARD ALL"), vec![Effect::DiscardAll]);
+        assert_eq!(e("begin; listen a; commit"), vec![Effect::Pin("LISTEN")]);
+    }
+}

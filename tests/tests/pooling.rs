@@ -1,0 +1,321 @@
+//! Transaction pooling against real PostgreSQL: prepared statements, SET replay, cancel,
+//! pinning, pool exhaustion, bad-state connections, pgbench -M prepared through a small pool.
+
+use std::time::{Duration, Instant};
+
+use pgpivot_tests::{connect, pgbench, Cluster, ClusterOptions, Pivot, PivotOptions};
+
+fn tx_opts(pool_size: usize) -> PivotOptions {
+    PivotOptions {
+        env: vec![
+            ("PGPIVOT_POOL_MODE".into(), "transaction".into()),
+            ("PGPIVOT_POOL_SIZE".into(), pool_size.to_string()),
+        ],
+        ..Default::default()
+    }
+}
+
+fn primary_only() -> Cluster {
+    Cluster::start(ClusterOptions {
+        standbys: 0,
+        ..Default::default()
+    })
+    .expect("cluster")
+}
+
+/// Server backends of the app user on the primary (pgpivot's pooled connections).
+fn server_pids(cluster: &Cluster) -> Vec<i32> {
+    cluster
+        .psql(
+            0,
+            "SELECT pid FROM pg_stat_activity WHERE usename = 'app' ORDER BY pid",
+        )
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_share_a_small_pool_with_prepared_statements() {
+    let cluster = primary_only();
+    let pivot = Pivot::start(&cluster, tx_opts(2)).await.expect("pgpivot");
+    let mut tasks = Vec::new();
+    for c in 0..10i64 {
+        let conn = pivot.conn_string();
+        tasks.push(tokio::spawn(async move {
+            let client = connect(&conn).await?;
+            let stmt = client
+                .prepare("SELECT $1::int8 * 2, pg_backend_pid()")
+                .await?;
+            let mut pids = std::collections::HashSet::new();
+            for i in 0..50i64 {
+                let row = client.query_one(&stmt, &[&(c * 1000 + i)]).await?;
+                assert_eq!(row.get::<_, i64>(0), (c * 1000 + i) * 2);
+                pids.insert(row.get::<_, i32>(1));
+            }
+            anyhow::Ok(pids)
+        }));
+    }
+    let mut all = std::collections::HashSet::new();
+    for t in tasks {
+        all.extend(t.await.unwrap().expect("client"));
+    }
+    assert!(
+        all.len() <= 2,
+        "more server connections than the pool allows: {all:?}"
+    );
+    assert!(server_pids(&cluster).len() <= 2);
+    // A statement the client closes and prepares again, and DISCARD ALL, behave as expected.
+    let client = pivot.client().await.unwrap();
+    let s = client.prepare("SELECT 41 + 1").await.unwrap();
+    assert_eq!(
+        client.query_one(&s, &[]).await.unwrap().get::<_, i32>(0),
+        42
+    );
+    drop(s);
+    client.batch_execute("DISCARD ALL").await.unwrap();
+    let s = client.prepare("SELECT 40 + 3").await.unwrap();
+    assert_eq!(
+        client.query_one(&s, &[]).await.unwrap().get::<_, i32>(0),
+        43
+    );
+    pivot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_parameters_follow_the_client_across_server_connections() {
+    let cluster = primary_only();
+    let pivot = Pivot::start(&cluster, tx_opts(3)).await.expect("pgpivot");
+    let a = pivot.client().await.unwrap();
+    let b = pivot.client().await.unwrap();
+    a.batch_execute("SET application_name = 'client-a'; SET TimeZone = 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    b.batch_execute("SET application_name = 'client-b'")
+        .await
+        .unwrap();
+    // Interleave many transactions so each client lands on different server connections.
+    for _ in 0..20 {
+        let (ra, rb) = tokio::join!(
+            a.query_one(
+                "SELECT current_setting('application_name'), current_setting('TimeZone')",
+                &[]
+            ),
+            b.query_one(
+                "SELECT current_setting('application_name'), current_setting('TimeZone')",
+                &[]
+            ),
+        );
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(ra.get::<_, String>(0), "client-a");
+        assert_eq!(ra.get::<_, String>(1), "Asia/Tokyo");
+        assert_eq!(rb.get::<_, String>(0), "client-b");
+        assert_ne!(rb.get::<_, String>(1), "Asia/Tokyo");
+    }
+    pivot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_bound_features_pin_the_client() {
+    let cluster = primary_only();
+    let pivot = Pivot::start(&cluster, tx_opts(2)).await.expect("pgpivot");
+    let c = pivot.client().await.unwrap();
+    c.batch_execute("CREATE TEMP TABLE scratch (a int); INSERT INTO scratch VALUES (7)")
+        .await
+        .unwrap();
+    // Other clients keep the pool busy; the pinned client still sees its temp table.
+    let other = pivot.client().await.unwrap();
+    for _ in 0..10 {
+        other.simple_query("SELECT 1").await.unwrap();
+        let n: i32 = c
+            .query_one("SELECT a FROM scratch", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 7);
+    }
+    c.batch_execute("SELECT pg_advisory_lock(42)")
+        .await
+        .unwrap();
+    let pid1: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let pid2: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        pid1, pid2,
+        "a pinned client must keep its server connection"
+    );
+    let pinned = pivot
+        .running
+        .as_ref()
+        .map(|r| r.pinned_total())
+        .unwrap_or(0);
+    assert!(pinned >= 1, "pinning must be counted");
+    pivot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_exhaustion_waits_then_times_out_and_bad_state_connections_are_closed() {
+    let cluster = primary_only();
+    let mut opts = tx_opts(1);
+    opts.env
+        .push(("PGPIVOT_QUERY_WAIT_TIMEOUT_MS".into(), "800".into()));
+    let pivot = Pivot::start(&cluster, opts).await.expect("pgpivot");
+    let holder = pivot.client().await.unwrap();
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let waiter = pivot.client().await.unwrap();
+    let started = Instant::now();
+    let err = waiter
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("pool exhausted");
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS),
+        "{err}"
+    );
+    // The waiting client's connection is still usable once the holder commits.
+    holder.batch_execute("COMMIT").await.unwrap();
+    waiter
+        .simple_query("SELECT 1")
+        .await
+        .expect("usable after the timeout");
+
+    // A client that leaves mid-transaction: its server connection is closed, not reused.
+    let before = server_pids(&cluster);
+    let leaver = pivot.client().await.unwrap();
+    leaver.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    drop(leaver);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = pivot.client().await.unwrap();
+    let pid: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let in_tx = cluster
+        .psql(
+            0,
+            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
+        )
+        .unwrap();
+    assert_eq!(
+        in_tx.trim(),
+        "0",
+        "a connection left in a transaction was kept"
+    );
+    assert!(!before.is_empty());
+    assert!(pid > 0);
+    pivot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_connection_the_client_holds() {
+    let cluster = primary_only();
+    let pivot = Pivot::start(&cluster, tx_opts(3)).await.expect("pgpivot");
+    let busy = pivot.client().await.unwrap();
+    let bystander = pivot.client().await.unwrap();
+    let token = busy.cancel_token();
+    let sleeper = tokio::spawn(async move { busy.simple_query("SELECT pg_sleep(20)").await });
+    let by = tokio::spawn(async move {
+        bystander
+            .simple_query("SELECT pg_sleep(1.5)")
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel sent");
+    let r = tokio::time::timeout(Duration::from_secs(5), sleeper)
+        .await
+        .expect("cancelled promptly")
+        .unwrap();
+    let err = r.expect_err("query must be cancelled");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
+    by.await
+        .unwrap()
+        .expect("the other client's query is untouched");
+    pivot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_prepared_fifty_clients_through_a_pool_of_five() {
+    let cluster = primary_only();
+    let init = pgbench(
+        "secret",
+        [
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port(0).to_string(),
+            "-U",
+            "app",
+            "bench",
+        ],
+    )
+    .unwrap();
+    assert!(init.success(), "{}", init.stderr);
+    let pivot = Pivot::start(&cluster, tx_opts(5)).await.expect("pgpivot");
+    let port = pivot.addr.port().to_string();
+    for mode in ["prepared", "extended", "simple"] {
+        let out = tokio::task::spawn_blocking({
+            let port = port.clone();
+            move || {
+                pgbench(
+                    "secret",
+                    [
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &port,
+                        "-U",
+                        "app",
+                        "-M",
+                        mode,
+                        "-c",
+                        "50",
+                        "-j",
+                        "2",
+                        "-t",
+                        "40",
+                        "bench",
+                    ],
+                )
+            }
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(out.success(), "-M {mode}: {}\n{}", out.stdout, out.stderr);
+        assert!(
+            out.stdout
+                .contains("number of transactions actually processed: 2000/2000"),
+            "-M {mode}: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("number of failed transactions: 0"),
+            "{}",
+            out.stdout
+        );
+    }
+    assert!(server_pids(&cluster).len() <= 5);
+    pivot.stop().await;
+}

@@ -20,6 +20,8 @@ struct Args {
     scale: u32,
     mode: String,
     select_only: bool,
+    pool_mode: String,
+    pool_size: u32,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -30,6 +32,8 @@ fn parse() -> anyhow::Result<Args> {
         scale: 10,
         mode: "simple".into(),
         select_only: true,
+        pool_mode: "session".into(),
+        pool_size: 20,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -44,8 +48,10 @@ fn parse() -> anyhow::Result<Args> {
             "--scale" => a.scale = v()?.parse()?,
             "--mode" => a.mode = v()?,
             "--tpcb" => a.select_only = false,
+            "--pool-mode" => a.pool_mode = v()?,
+            "--pool-size" => a.pool_size = v()?.parse()?,
             "-h" | "--help" => {
-                println!("pgbench-compare [--clients 10] [--seconds 15] [--rounds 3] [--scale 10] [--mode simple|extended|prepared] [--tpcb]");
+                println!("pgbench-compare [--clients 10] [--seconds 15] [--rounds 3] [--scale 10] [--mode simple|extended|prepared] [--tpcb] [--pool-mode session|transaction] [--pool-size 20]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}"),
@@ -127,6 +133,14 @@ fn main() -> anyhow::Result<()> {
         pivot_env(&cluster, &PivotOptions::default(), &listen, dir.path());
     env.insert("PGPIVOT_LOG".into(), "warn".into());
     env.insert("PGPIVOT_CHECK_INTERVAL_MS".into(), "500".into());
+    env.insert("PGPIVOT_POOL_MODE".into(), a.pool_mode.clone());
+    // Session mode needs a server connection per client.
+    let size = if a.pool_mode == "session" {
+        a.pool_size.max(a.clients)
+    } else {
+        a.pool_size
+    };
+    env.insert("PGPIVOT_POOL_SIZE".into(), size.to_string());
     let mut child = spawn_binary(&env, &[], &dir.path().join("pgpivot.log"))?;
     wait_listening(&listen, Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_millis(700));
@@ -135,12 +149,14 @@ fn main() -> anyhow::Result<()> {
         .map(|n| n.get())
         .unwrap_or(0);
     println!(
-        "pgbench {} -M {} -c {} -T {} (scale {}), {} rounds, {cores} cores",
+        "pgbench {} -M {} -c {} -T {} (scale {}), pgpivot {} mode pool {}, {} rounds, {cores} cores",
         if a.select_only { "-S" } else { "TPC-B" },
         a.mode,
         a.clients,
         a.seconds,
         a.scale,
+        a.pool_mode,
+        size,
         a.rounds
     );
     let (mut direct, mut proxied, mut ratios) = (Vec::new(), Vec::new(), Vec::new());

@@ -100,8 +100,6 @@ async fn client_loop(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "intermittent: about one run in two, one client receives an extra ErrorResponse after a \
-            lost transaction and tokio-postgres closes it (see issue 3 note); run with --ignored"]
 async fn hundred_clients_survive_a_kill_9_failover() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

@@ -312,7 +312,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                     owed = Some((code, msg));
                     lost_tx = in_transaction;
                 }
-                tracing::info!(node, end = %end, pending, "client transaction lost to a failover; client stays connected");
+                tracing::info!(node, end = %end, pending, in_transaction, "client transaction lost to a failover; client stays connected");
             }
             ServerEnd::ServerFatal | ServerEnd::Stopped(_) | ServerEnd::ClientGone => {
                 a.pool.checkin(a.server, false);
@@ -418,6 +418,7 @@ where
                             };
                             client.buf.advance(len);
                             if tag == b'Q' || tag == b'S' || tag == b'F' {
+                                tracing::debug!(tag = %(tag as char), ?ends, lost_tx = *lost_tx, "answering a request of a lost transaction");
                                 let sent = match ends {
                                     // Truthful: the lost transaction is rolled back.
                                     Some(false) => {

@@ -246,12 +246,16 @@ where
         if !side.out.is_empty() {
             shared.in_flight.store(pos, Ordering::Relaxed);
             let wrote = server.write_all(&side.out).await;
+            // Written or lost with the server: either way these requests are counted as sent
+            // (they get a reply or an error) and must never be sent again.
+            side.buf.advance(pos);
             shared.in_flight.store(0, Ordering::Relaxed);
             if wrote.is_err() {
                 return ClientEnd::Handover;
             }
+        } else {
+            side.buf.advance(pos);
         }
-        side.buf.advance(pos);
         if terminate {
             return ClientEnd::Terminated;
         }

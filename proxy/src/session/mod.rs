@@ -7,6 +7,7 @@ mod conn;
 mod engine;
 pub mod forward;
 pub mod prepared;
+mod shared;
 pub mod sql;
 
 use std::collections::HashMap;

@@ -1,0 +1,127 @@
+//! State the two pumps and the engine share for one client session: request and transaction
+//! bookkeeping (atomics), pinning, the prepared-statement state, and the stop/wake channel.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+use super::prepared::{ClientStatements, ResponsePlan, ServerStatements};
+
+/// State both pumps and the engine see. Lives for the whole client session.
+pub struct Shared {
+    /// Requests (Query, Sync, FunctionCall) sent whose ReadyForQuery has not come back.
+    pub pending: AtomicU32,
+    /// The last ReadyForQuery said "idle" (not in a transaction block).
+    pub idle: AtomicBool,
+    /// Extended-protocol messages sent since the last Sync.
+    pub unsynced: AtomicBool,
+    /// Syncs the client sent since its last Execute: if a COPY FROM follows, the server ignores
+    /// them (see `ResponsePlan::forget_syncs`).
+    pub(super) syncs_since_execute: AtomicU32,
+    /// Bytes of the client buffer being written to the server right now (0 = not writing).
+    pub in_flight: AtomicUsize,
+    /// The client stream is at a message boundary.
+    pub client_boundary: AtomicBool,
+    /// The server→client stream is at a message boundary.
+    pub server_boundary: AtomicBool,
+    /// Why the client is pinned to its server connection, if it is.
+    pub pinned: Mutex<Option<&'static str>>,
+    pub(super) pin_counted: AtomicBool,
+    /// Prepared-statement state both pumps use (never held across an await).
+    pub prep: Mutex<PrepState>,
+    /// A FATAL the server sent as it went away (SQLSTATE, message), held back from the client:
+    /// the client keeps its connection and gets it as an ERROR for what it was waiting on.
+    pub server_fatal: Mutex<Option<(String, String)>>,
+    stop: Mutex<Option<(&'static str, String)>>,
+    pub(super) wake: Notify,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shared {
+    pub fn new() -> Self {
+        Shared {
+            pending: AtomicU32::new(0),
+            syncs_since_execute: AtomicU32::new(0),
+            idle: AtomicBool::new(true),
+            unsynced: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            client_boundary: AtomicBool::new(true),
+            server_boundary: AtomicBool::new(true),
+            pinned: Mutex::new(None),
+            pin_counted: AtomicBool::new(false),
+            prep: Mutex::new(PrepState::default()),
+            server_fatal: Mutex::new(None),
+            stop: Mutex::new(None),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    pub fn pinned(&self) -> Option<&'static str> {
+        *self.pinned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Idle outside a transaction with nothing outstanding on either stream.
+    pub fn quiescent(&self) -> bool {
+        self.prep().plan.is_settled()
+            && self.pending() == 0
+            && self.idle.load(Ordering::Relaxed)
+            && !self.unsynced.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && self.client_boundary.load(Ordering::Relaxed)
+            && self.server_boundary.load(Ordering::Relaxed)
+    }
+
+    /// Fresh per-attachment state (a new server connection starts idle with nothing pending).
+    pub fn reset_for_attach(&self) {
+        self.pending.store(0, Ordering::Relaxed);
+        self.idle.store(true, Ordering::Relaxed);
+        self.unsynced.store(false, Ordering::Relaxed);
+        self.in_flight.store(0, Ordering::Relaxed);
+        self.server_boundary.store(true, Ordering::Relaxed);
+        self.prep().plan.reset();
+        *self.server_fatal.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub fn prep(&self) -> std::sync::MutexGuard<'_, PrepState> {
+        self.prep.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn request_stop(&self, code: &'static str, message: String) {
+        if let Ok(mut s) = self.stop.lock() {
+            s.get_or_insert((code, message));
+        }
+        self.wake.notify_one();
+    }
+
+    pub(super) fn take_stop(&self) -> Option<(&'static str, String)> {
+        self.stop.lock().ok().and_then(|mut s| s.take())
+    }
+
+    pub(super) fn pin(&self, why: &'static str) {
+        let mut p = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        if p.is_none() {
+            *p = Some(why);
+            tracing::debug!(reason = why, "client pinned to its server connection");
+        }
+    }
+}
+
+/// Prepared statements of the client and of the attached server connection, and the plan that
+/// keeps the server's replies aligned with what the client sent.
+#[derive(Default)]
+pub struct PrepState {
+    pub plan: ResponsePlan,
+    pub client: ClientStatements,
+    /// The attached server connection's statements (swapped in and out at attach/detach).
+    pub server: ServerStatements,
+}

@@ -95,7 +95,23 @@ fn print_check(config: &Config) {
     }
 }
 
+/// Thousands of clients need as many descriptors: raise the soft limit to the hard one.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
+    raise_nofile_limit();
     let drain_timeout = config.shutdown_timeout;
     let running = Running::start(config).await?;
     let mut term = signal(SignalKind::terminate())?;

@@ -123,7 +123,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
     let mut client = ClientSide {
         buf,
         scan: Scanner::new(ctx.config.max_message_bytes),
-        out: BytesMut::with_capacity(1024),
+        out: BytesMut::new(),
     };
     let mut sside = ServerSide::new();
     let mut attached = server.map(|(server, pool)| Attached { server, pool });
@@ -262,6 +262,14 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         match end {
             ServerEnd::Release => {
                 a.pool.checkin(a.server, true);
+                // Idle clients keep no buffers (memory per idle client is what transaction
+                // pooling is for); the next attachment allocates them again.
+                if sside.buf.is_empty() {
+                    sside.buf = BytesMut::new();
+                }
+                if client.out.capacity() > 4096 {
+                    client.out = BytesMut::new();
+                }
             }
             ServerEnd::Demoted | ServerEnd::ServerLost => {
                 let quiet = shared.quiescent() && sside.buf.is_empty();
@@ -463,8 +471,11 @@ where
             .await;
             return Idle::End("shutdown");
         }
-        if client.buf.capacity() - client.buf.len() < 1024 {
-            client.buf.reserve(8192);
+        if client.buf.is_empty() && client.buf.capacity() > 8192 {
+            client.buf = BytesMut::new();
+        }
+        if client.buf.capacity() - client.buf.len() < 512 {
+            client.buf.reserve(1024);
         }
         let idle_limit = ctx
             .config

@@ -309,7 +309,8 @@ impl Default for ServerSide {
 impl ServerSide {
     pub fn new() -> Self {
         ServerSide {
-            buf: BytesMut::with_capacity(SERVER_CHUNK),
+            // Allocated on first read: an idle client in transaction mode holds none.
+            buf: BytesMut::new(),
             scan: Scanner::new(SERVER_MAX_MESSAGE),
             out: BytesMut::new(),
         }

@@ -60,6 +60,10 @@ async fn main() -> anyhow::Result<()> {
     env.insert("PGPIVOT_LOG".into(), "warn".into());
     env.insert("PGPIVOT_POOL_MODE".into(), "transaction".into());
     env.insert("PGPIVOT_POOL_SIZE".into(), "20".into());
+    env.insert(
+        "PGPIVOT_MAX_CLIENT_CONN".into(),
+        (clients + 100).to_string(),
+    );
     // md5 keeps 10,000 logins quick; memory per idle client does not depend on the method.
     env.insert("PGPOOL_AUTHENTICATION_METHOD".into(), "md5".into());
     let mut child = spawn_binary(&env, &[], &dir.path().join("pgpivot.log"))?;

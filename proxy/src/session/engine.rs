@@ -192,7 +192,8 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         sside.scan = Scanner::new(i32::MAX as usize);
         let node = a.server.node_id;
         tracing::trace!(server_pid = a.server.conn.pid, "attached");
-        let end = {
+        // The pumps live on the heap for the attachment only: an idle client's task stays small.
+        let end = Box::pin(async {
             let Server {
                 conn,
                 params: server_params,
@@ -231,7 +232,8 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 },
                 s = &mut s2c => Ok(s),
             }
-        };
+        })
+        .await;
         cancel.set_backend(None);
         std::mem::swap(&mut shared.prep().server, &mut a.server.prepared);
         if matches!(end, Ok(ServerEnd::Release)) && a.server.prepared.len() != statements_before {
@@ -474,8 +476,8 @@ where
         if client.buf.is_empty() && client.buf.capacity() > 8192 {
             client.buf = BytesMut::new();
         }
-        if client.buf.capacity() - client.buf.len() < 512 {
-            client.buf.reserve(1024);
+        if client.buf.capacity() - client.buf.len() < 128 {
+            client.buf.reserve(256);
         }
         let idle_limit = ctx
             .config

@@ -88,7 +88,9 @@ pub async fn run<S: ClientSocket>(ctx: Arc<Ctx>, stream: S, local: bool) {
     let _slot = ClientSlot(&ctx.clients);
     let deadline = Instant::now() + ctx.config.authentication_timeout;
     let mut conn = ClientConn::new(stream, deadline);
-    let login = match login(&ctx, &mut conn, local, n).await {
+    // Boxed: its state is only needed until the client is in, and an idle client's task should
+    // carry as little as possible.
+    let login = match Box::pin(login(&ctx, &mut conn, local, n)).await {
         Ok(Some(l)) => l,
         Ok(None) => return,
         Err(SessionError::ServerRefused(frame)) => {

@@ -2,7 +2,6 @@
 //! with the few whole-message reads the login needs, each bounded by the login deadline.
 
 use bytes::BytesMut;
-use pgpivot_protocol::build::{self, ErrorFields};
 use pgpivot_protocol::frame::{read_frame, Frame};
 use pgpivot_protocol::startup::{parse_initial, InitialPacket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -74,22 +73,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
     /// Best-effort FATAL error before closing (bounded: a client that does not read is not
     /// waited for).
     pub async fn fatal(&mut self, code: &str, message: &str) {
-        let mut out = BytesMut::with_capacity(128 + message.len());
-        build::error_response(
-            &mut out,
-            &ErrorFields {
-                severity: "FATAL",
-                code,
-                message,
-                detail: None,
-                hint: None,
-            },
-        );
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            self.stream.write_all(&out),
-        )
-        .await;
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.stream.flush()).await;
+        super::forward::write_fatal(&mut self.stream, code, message).await;
     }
 }

@@ -319,3 +319,33 @@ async fn pgbench_prepared_fifty_clients_through_a_pool_of_five() {
     assert!(server_pids(&cluster).len() <= 5);
     pivot.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_past_max_client_conn_get_53300() {
+    let cluster = primary_only();
+    let mut opts = tx_opts(2);
+    opts.env
+        .push(("PGPIVOT_MAX_CLIENT_CONN".into(), "2".into()));
+    let pivot = Pivot::start(&cluster, opts).await.expect("pgpivot");
+    let a = pivot.client().await.expect("first");
+    let b = pivot.client().await.expect("second");
+    let err = pivot
+        .client()
+        .await
+        .expect_err("third client must be refused");
+    let code = err
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(|e| e.code().cloned());
+    assert_eq!(
+        code,
+        Some(tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS),
+        "{err:#}"
+    );
+    // The ones inside keep working, and a slot frees up when one leaves.
+    a.simple_query("SELECT 1").await.unwrap();
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = pivot.client().await.expect("a slot is free again");
+    c.simple_query("SELECT 1").await.unwrap();
+    pivot.stop().await;
+}

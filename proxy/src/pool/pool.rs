@@ -177,7 +177,16 @@ impl Pool {
             }
         }
         // We hold a slot: open a connection.
-        match connect(&self.addr, startup, password, self.settings.connect_timeout).await {
+        // Boxed: opening a connection is rare, and its state would otherwise sit in every
+        // client's task.
+        match Box::pin(connect(
+            &self.addr,
+            startup,
+            password,
+            self.settings.connect_timeout,
+        ))
+        .await
+        {
             Ok(conn) => {
                 self.stats.created.fetch_add(1, Ordering::Relaxed);
                 let mut w = self.welcome.lock().unwrap_or_else(|e| e.into_inner());

@@ -149,18 +149,11 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 Idle::End(why) => break why,
             }
             // The client wants a server.
-            match checkout(
-                ctx,
-                &startup,
-                &password,
-                Instant::now() + ctx.config.primary_wait_timeout,
-            )
-            .await
-            {
+            let deadline = Instant::now() + ctx.config.primary_wait_timeout;
+            match Box::pin(checkout(ctx, &startup, &password, deadline)).await {
                 Ok((mut server, pool)) => {
-                    if let Err(e) = server
-                        .sync_params(&params, ctx.config.connect_timeout)
-                        .await
+                    if let Err(e) =
+                        Box::pin(server.sync_params(&params, ctx.config.connect_timeout)).await
                     {
                         pool.checkin(server, false);
                         owed = Some((
@@ -256,7 +249,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                     }));
                 }
                 let clean = shared.quiescent() && sside.buf.is_empty() && shared.pinned().is_none();
-                give_back(a, clean, mode).await;
+                Box::pin(give_back(a, clean, mode)).await;
                 break "client left";
             }
             Ok(e) => e,

@@ -75,15 +75,7 @@ fn rewrite(
             if name.is_empty() {
                 return Ok(forward(tag, frame, plan, out));
             }
-            let def = client.get(name).ok_or_else(|| does_not_exist(name))?;
-            let prepared;
-            let def = if server.contains(def.hash) {
-                def
-            } else {
-                prepared = Arc::clone(def);
-                prepare(&prepared, client, server, plan, out);
-                &prepared
-            };
+            let def = resolve(name, client, server, plan, out)?;
             put_frame(
                 out,
                 b'B',
@@ -116,15 +108,7 @@ fn rewrite(
                 plan.push_special(closed, client, server);
                 return Ok(Rewrite::AnsweredLocally);
             }
-            let def = client.get(name).ok_or_else(|| does_not_exist(name))?;
-            let prepared;
-            let def = if server.contains(def.hash) {
-                def
-            } else {
-                prepared = Arc::clone(def);
-                prepare(&prepared, client, server, plan, out);
-                &prepared
-            };
+            let def = resolve(name, client, server, plan, out)?;
             put_named(out, b'D', def.global_name.as_bytes());
             plan.push_unit();
             Ok(Rewrite::Forwarded)
@@ -176,6 +160,21 @@ fn parse(
 
 /// Prepares `def` on this server connection ahead of the client's Bind/Describe; its
 /// ParseComplete is not the client's and is swallowed.
+/// The client's statement `name`, prepared on this server connection first if it lacks it.
+fn resolve(
+    name: &[u8],
+    client: &mut ClientStatements,
+    server: &mut ServerStatements,
+    plan: &mut ResponsePlan,
+    out: &mut BytesMut,
+) -> Result<Arc<StatementDef>, PrepError> {
+    let def = Arc::clone(client.get(name).ok_or_else(|| does_not_exist(name))?);
+    if !server.contains(def.hash) {
+        prepare(&def, client, server, plan, out);
+    }
+    Ok(def)
+}
+
 fn prepare(
     def: &StatementDef,
     client: &mut ClientStatements,

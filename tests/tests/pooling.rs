@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use pgpivot_tests::e2e::wait_active;
 use pgpivot_tests::{connect, pgbench, Cluster, ClusterOptions, Pivot, PivotOptions};
 
 fn tx_opts(pool_size: usize) -> PivotOptions {
@@ -231,7 +232,9 @@ async fn cancel_reaches_the_connection_the_client_holds() {
             .await
             .map(|_| ())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Cancel what is running: a cancel that reaches PostgreSQL before the query does is
+    // ignored there, with or without a proxy.
+    wait_active(&cluster, "SELECT pg_sleep(20)", 1).await;
     token
         .cancel_query(tokio_postgres::NoTls)
         .await

@@ -36,6 +36,10 @@ pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
 /// `42601`: a statement the proxy parses itself (admin console) is malformed.
 pub const SYNTAX_ERROR: &str = "42601";
+/// `55000`: an admin action that the current state does not allow (e.g. detaching the primary).
+pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+/// `42501`: not allowed for this user or on this port.
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
 #[cfg(test)]
 mod tests {
@@ -60,6 +64,8 @@ mod tests {
             READ_ONLY_SQL_TRANSACTION,
             INVALID_PARAMETER_VALUE,
             SYNTAX_ERROR,
+            OBJECT_NOT_IN_PREREQUISITE_STATE,
+            INSUFFICIENT_PRIVILEGE,
         ] {
             assert_eq!(code.len(), 5, "{code}");
             assert!(code

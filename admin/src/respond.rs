@@ -92,6 +92,18 @@ impl Responder {
         !self.statements.is_empty() || !self.portals.is_empty() || self.in_batch
     }
 
+    /// An extended-protocol batch answered here is waiting for its Sync.
+    pub fn batch_open(&self) -> bool {
+        self.in_batch
+    }
+
+    /// A message for PostgreSQL arrived mid-batch: the batch's Sync now belongs to PostgreSQL,
+    /// whose ReadyForQuery answers for both.
+    pub fn end_batch(&mut self) {
+        self.in_batch = false;
+        self.skipping = false;
+    }
+
     /// Handles one message. `status` is the transaction status ReadyForQuery reports. Returns
     /// `None` when the message is not ours after all (a Parse or Bind that reuses a local name
     /// for a PostgreSQL statement: the name is forgotten and the caller forwards the message).

@@ -21,12 +21,38 @@ pub struct BackendKey {
 struct Entry {
     secret: [u8; 4],
     backend: Option<BackendKey>,
+    meta: ClientMeta,
+    /// Node of the server connection the client holds now.
+    node: Option<usize>,
+    killed: bool,
 }
 
+/// Who a client is, for SHOW CLIENTS and the pool_* views.
+#[derive(Debug, Clone, Default)]
+pub struct ClientMeta {
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+    pub addr: String,
+    pub connected_at: Option<std::time::SystemTime>,
+}
+
+/// A client as SHOW CLIENTS lists it.
+#[derive(Debug, Clone)]
+pub struct ClientRow {
+    pub id: i32,
+    pub meta: ClientMeta,
+    pub server_pid: Option<i32>,
+    pub node: Option<usize>,
+}
+
+/// Every client's cancel key and identity; also how `KILL CLIENT` reaches a session.
 #[derive(Default)]
 pub struct CancelRegistry {
     next_pid: AtomicI32,
     entries: DashMap<i32, Entry>,
+    /// Woken when a client is killed; sessions then check their own flag.
+    kills: tokio::sync::Notify,
 }
 
 /// Removes the client's key when its session ends, however it ends.
@@ -43,11 +69,25 @@ impl Drop for CancelHandle {
 }
 
 impl CancelHandle {
-    /// Points cancels at the backend connection the client now holds.
-    pub fn set_backend(&self, key: Option<BackendKey>) {
+    /// Points cancels at the backend connection the client now holds (on `node`).
+    pub fn set_backend(&self, key: Option<BackendKey>, node: Option<usize>) {
         if let Some(mut e) = self.registry.entries.get_mut(&self.pid) {
             e.backend = key;
+            e.node = node;
         }
+    }
+
+    /// `KILL CLIENT` was run for this client.
+    pub fn killed(&self) -> bool {
+        self.registry
+            .entries
+            .get(&self.pid)
+            .is_some_and(|e| e.killed)
+    }
+
+    /// Resolves when some client is killed (check [`Self::killed`] after it fires).
+    pub fn kill_signal(&self) -> tokio::sync::futures::Notified<'_> {
+        self.registry.kills.notified()
     }
 
     pub fn backend(&self) -> Option<BackendKey> {
@@ -63,11 +103,12 @@ impl CancelRegistry {
         Arc::new(CancelRegistry {
             next_pid: AtomicI32::new(rand::random::<u16>() as i32 + 1000),
             entries: DashMap::new(),
+            kills: tokio::sync::Notify::new(),
         })
     }
 
     /// Issues a fresh key for a new client.
-    pub fn register(self: &Arc<Self>) -> CancelHandle {
+    pub fn register(self: &Arc<Self>, meta: ClientMeta) -> CancelHandle {
         loop {
             let mut pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
             if pid <= 0 {
@@ -80,6 +121,9 @@ impl CancelRegistry {
                 v.insert(Entry {
                     secret,
                     backend: None,
+                    meta,
+                    node: None,
+                    killed: false,
                 });
                 return CancelHandle {
                     registry: self.clone(),
@@ -97,6 +141,34 @@ impl CancelRegistry {
             return None;
         }
         e.backend.clone()
+    }
+
+    /// Every client now connected.
+    pub fn clients(&self) -> Vec<ClientRow> {
+        self.entries
+            .iter()
+            .map(|e| ClientRow {
+                id: *e.key(),
+                meta: e.meta.clone(),
+                server_pid: e.backend.as_ref().map(|b| b.pid),
+                node: e.node,
+            })
+            .collect()
+    }
+
+    /// Marks a client for disconnection; false if there is no such client.
+    pub fn kill(&self, id: i32) -> bool {
+        let found = match self.entries.get_mut(&id) {
+            Some(mut e) => {
+                e.killed = true;
+                true
+            }
+            None => false,
+        };
+        if found {
+            self.kills.notify_waiters();
+        }
+        found
     }
 
     pub fn len(&self) -> usize {
@@ -141,14 +213,14 @@ mod tests {
     #[test]
     fn keys_map_and_vanish_with_the_session() {
         let r = CancelRegistry::new();
-        let h = r.register();
+        let h = r.register(ClientMeta::default());
         assert!(r.lookup(h.pid, &h.secret).is_none(), "no backend yet");
         let key = BackendKey {
             addr: "127.0.0.1:5432".parse().unwrap(),
             pid: 42,
             secret: vec![1, 2, 3, 4],
         };
-        h.set_backend(Some(key));
+        h.set_backend(Some(key), Some(0));
         assert_eq!(r.lookup(h.pid, &h.secret).unwrap().pid, 42);
         let mut wrong = h.secret;
         wrong[0] ^= 1;

@@ -7,7 +7,10 @@
 pub mod backend;
 pub mod cancel;
 pub mod config;
+pub mod console;
+pub mod control;
 pub mod error;
+pub mod pause;
 pub mod pool;
 pub mod server;
 pub mod session;

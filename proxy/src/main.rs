@@ -125,6 +125,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 running.drain(drain_timeout).await;
                 return Ok(());
             }
+            _ = running.shutdown_requested() => {
+                running.drain(drain_timeout).await;
+                return Ok(());
+            }
             _ = int.recv() => {
                 tracing::info!("SIGINT: fast shutdown");
                 running.stop_fast().await;

@@ -21,6 +21,8 @@ use crate::topology::{monitor, NodeView, RoutingTable, Topology};
 /// A started pgpivot: listeners bound, monitor running.
 pub struct Running {
     pub local_addr: SocketAddr,
+    /// The admin console's address, when it is enabled.
+    pub admin_addr: Option<SocketAddr>,
     pub socket_path: Option<PathBuf>,
     ctx: Arc<Ctx>,
     sessions: TaskTracker,
@@ -46,6 +48,19 @@ impl Running {
             Some(path) => Some(bind_unix(path)?),
             None => None,
         };
+        let admin = match (config.admin.addr, &config.admin.user) {
+            (Some(addr), Some(user)) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (admin console)"))?;
+                Some((l, Arc::new(UserDb::admin(user))))
+            }
+            _ => None,
+        };
+        let admin_addr = match &admin {
+            Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        };
         let pools = Pools::new(&config);
         pools.spawn_upkeep(topology.clone(), monitor_stop.clone());
         let ctx = Arc::new(Ctx {
@@ -55,6 +70,8 @@ impl Running {
             pinned_total: Default::default(),
             moved_total: Default::default(),
             known_statements: Default::default(),
+            started_at: std::time::SystemTime::now(),
+            pause: Default::default(),
             config,
             topology,
             cancels: CancelRegistry::new(),
@@ -66,10 +83,19 @@ impl Running {
         if let Some(unix) = unix {
             listeners.spawn(accept_unix(unix, ctx.clone(), sessions.clone()));
         }
+        if let Some((l, users)) = admin {
+            listeners.spawn(crate::console::serve(
+                l,
+                ctx.clone(),
+                users,
+                TaskTracker::new(),
+            ));
+        }
         listeners.close();
         tracing::info!(
             listen = %local_addr,
             socket = ?socket_path,
+            admin = ?admin_addr,
             backends = ctx.config.backends.len(),
             check_interval_ms = ctx.config.check.interval.as_millis() as u64,
             pool_mode = ctx.config.pool.mode.as_str(),
@@ -78,6 +104,7 @@ impl Running {
         );
         Ok(Running {
             local_addr,
+            admin_addr,
             socket_path,
             ctx,
             sessions,
@@ -102,6 +129,11 @@ impl Running {
         self.ctx
             .moved_total
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Resolves when an operator runs SHUTDOWN on the console.
+    pub async fn shutdown_requested(&self) {
+        self.ctx.shutdown.requested.cancelled().await
     }
 
     /// Number of sessions currently running.
@@ -178,10 +210,10 @@ async fn accept_tcp(listener: TcpListener, ctx: Arc<Ctx>, sessions: TaskTracker)
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let span = tracing::debug_span!("client", id = next_id());
-                sessions.spawn(session::run(ctx.clone(), stream, false).instrument(span));
+                sessions.spawn(session::run(ctx.clone(), stream, Some(peer)).instrument(span));
             }
             Err(e) => backoff(e).await,
         }
@@ -197,7 +229,7 @@ async fn accept_unix(listener: UnixListener, ctx: Arc<Ctx>, sessions: TaskTracke
         match accepted {
             Ok((stream, _)) => {
                 let span = tracing::debug_span!("client", id = next_id());
-                sessions.spawn(session::run(ctx.clone(), stream, true).instrument(span));
+                sessions.spawn(session::run(ctx.clone(), stream, None).instrument(span));
             }
             Err(e) => backoff(e).await,
         }

@@ -9,6 +9,8 @@ pub struct Shutdown {
     pub drain: CancellationToken,
     /// End every session at its next message boundary.
     pub fast: CancellationToken,
+    /// An operator ran SHUTDOWN: the process drains as on SIGTERM.
+    pub requested: CancellationToken,
 }
 
 impl Shutdown {

@@ -83,6 +83,8 @@ pub fn pivot_env(
 pub struct Pivot {
     pub running: Option<Running>,
     pub addr: SocketAddr,
+    /// The admin console, when the options set `PGPOOL_ADMIN_USERNAME`/`_PASSWORD`.
+    pub admin_addr: Option<SocketAddr>,
     pub socket_dir: tempfile::TempDir,
     pub port: u16,
     user: String,
@@ -99,6 +101,7 @@ impl Pivot {
         let port = config.port;
         let running = Running::start(config).await?;
         let addr = running.local_addr;
+        let admin_addr = running.admin_addr;
         let topo = running.topology();
         if topo
             .wait_for_primary(Duration::from_secs(10))
@@ -111,6 +114,7 @@ impl Pivot {
         Ok(Pivot {
             running: Some(running),
             addr,
+            admin_addr,
             socket_dir,
             port,
             user: o.app_user.clone(),
@@ -127,6 +131,14 @@ impl Pivot {
             self.user,
             self.password,
             self.database
+        )
+    }
+
+    /// Connection string for the admin console (database `pgpivot`).
+    pub fn admin_conn_string(&self, user: &str, password: &str) -> String {
+        let port = self.admin_addr.map(|a| a.port()).unwrap_or(0);
+        format!(
+            "host=127.0.0.1 port={port} user={user} password={password} dbname=pgpivot connect_timeout=20"
         )
     }
 

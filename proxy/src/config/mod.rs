@@ -1,5 +1,6 @@
 //! Effective configuration: typed, validated, with every value traceable to where it was set.
 
+mod admin;
 mod nodes;
 mod settings;
 mod source;
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use admin::{AdminConfig, DEFAULT_ADMIN_ADDR};
 pub use nodes::{parse_backend_nodes, split_list, BackendNode, NodeFlag};
 pub use settings::{parse_bool, Kind, Setting, Use, SETTINGS};
 pub use source::{Origin, RawSettings, RawValue};
@@ -113,6 +115,7 @@ pub struct Config {
     pub authentication_timeout: Duration,
     pub log: String,
     pub pool: PoolConfig,
+    pub admin: AdminConfig,
     /// The merged raw values, for `--check` and `SHOW CONFIG`.
     pub raw: RawSettings,
 }
@@ -216,6 +219,7 @@ impl Config {
             ));
         }
         let pool = pool_config(&raw)?;
+        let admin = admin::admin_config(&raw)?;
         for s in SETTINGS.iter().filter(|s| s.used == Use::Accepted) {
             if let Some(v) = raw.get(s.key) {
                 tracing::info!(setting = s.env, value = %v.value, "accepted for compatibility; no effect in this version");
@@ -238,6 +242,7 @@ impl Config {
                 .unwrap_or(Duration::from_secs(30)),
             log: text("log").unwrap_or_else(|| "info".into()),
             pool,
+            admin,
             raw,
         })
     }
@@ -251,6 +256,30 @@ impl Config {
         self.socket_dir
             .as_ref()
             .map(|d| d.join(format!(".s.PGSQL.{}", self.port)))
+    }
+
+    /// Every setting pgpivot knows, as (variable, value, origin, description), secrets masked:
+    /// what SHOW CONFIG lists.
+    pub fn describe_all(&self) -> Vec<(String, String, String, String)> {
+        SETTINGS
+            .iter()
+            .map(|s| {
+                let (value, origin) = match self.raw.get(s.key) {
+                    Some(_) if s.secret => ("********".to_string(), "set".to_string()),
+                    Some(v) => (v.value.clone(), v.origin.to_string()),
+                    None => (
+                        s.default.unwrap_or("").to_string(),
+                        if s.default.is_some() {
+                            "default"
+                        } else {
+                            "unset"
+                        }
+                        .to_string(),
+                    ),
+                };
+                (s.env.to_string(), value, origin, s.help.to_string())
+            })
+            .collect()
     }
 
     /// The effective settings as `name = value  (origin)` lines, secrets masked.

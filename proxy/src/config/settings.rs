@@ -219,7 +219,14 @@ pub const SETTINGS: &[Setting] = &[
         "PGPOOL_ADMIN_USERNAME",
         Text,
         None,
-        "admin console user (admin issue)",
+        "admin console user (SCRAM login; no console without it)",
+    ),
+    s(
+        "admin_addr",
+        "PGPIVOT_ADMIN_ADDR",
+        Text,
+        Some("127.0.0.1:9433"),
+        "admin console listener (host:port, or off)",
     ),
     secret(
         "admin_password",

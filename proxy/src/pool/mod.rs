@@ -31,8 +31,18 @@ pub struct PoolKey {
     pub options: String,
 }
 
+/// (user, database, options): a client's identity across nodes.
+type WelcomeKey = (String, String, String);
+
+/// How many distinct identities keep a greeting for logins during a failover gap.
+const MAX_WELCOMES: usize = 10_000;
+
 pub struct Pools {
     map: DashMap<PoolKey, Arc<Pool>>,
+    /// The last greeting each identity's pool gave, kept when the pool goes with its node: a
+    /// client logging in while no primary is known is greeted with it and waits only when it
+    /// sends a query (a liveness probe's `SHOW pool_nodes` needs no server at all).
+    last_welcome: DashMap<WelcomeKey, std::collections::HashMap<String, String>>,
     size: usize,
     connect_timeout: Duration,
     lifetime: Duration,
@@ -43,6 +53,7 @@ impl Pools {
     pub fn new(config: &Config) -> Arc<Self> {
         Arc::new(Pools {
             map: DashMap::new(),
+            last_welcome: DashMap::new(),
             size: config.pool.size,
             connect_timeout: config.connect_timeout,
             lifetime: config.pool.server_lifetime,
@@ -84,6 +95,27 @@ impl Pools {
         ));
         self.map.insert(key, pool.clone());
         pool
+    }
+
+    /// The parameters to greet a client with without a server connection: its pool's on the
+    /// primary, or the last ones its identity got. `None` if it never had a server connection.
+    pub fn welcome(
+        &self,
+        route: Option<&PrimaryRoute>,
+        user: &str,
+        database: &str,
+        options: &str,
+    ) -> Option<std::collections::HashMap<String, String>> {
+        let key = (user.to_string(), database.to_string(), options.to_string());
+        if let Some(route) = route {
+            if let Some(w) = self.get(route, user, database, options).welcome() {
+                if self.last_welcome.len() < MAX_WELCOMES || self.last_welcome.contains_key(&key) {
+                    self.last_welcome.insert(key, w.clone());
+                }
+                return Some(w);
+            }
+        }
+        self.last_welcome.get(&key).map(|w| w.clone())
     }
 
     /// Every pool, for SHOW commands and metrics.

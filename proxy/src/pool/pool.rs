@@ -269,6 +269,19 @@ impl Pool {
         g.total = g.total.saturating_sub(removed);
     }
 
+    /// The idle connections' backend pids and ages, for SHOW SERVERS.
+    pub fn idle_servers(&self) -> Vec<(i32, Duration)> {
+        self.lock()
+            .idle
+            .iter()
+            .map(|s| (s.conn.pid, s.created.elapsed()))
+            .collect()
+    }
+
+    pub fn size(&self) -> usize {
+        self.settings.size
+    }
+
     pub fn is_closed(&self) -> bool {
         self.lock().closed
     }

@@ -51,6 +51,23 @@ impl UserDb {
         }
     }
 
+    /// The admin console's single user, always SCRAM.
+    pub fn admin(user: &crate::config::User) -> Self {
+        let mut users = HashMap::new();
+        users.insert(
+            user.name.clone(),
+            Entry {
+                password: user.password.clone(),
+                scram: ScramVerifier::from_password(&user.password),
+            },
+        );
+        UserDb {
+            users,
+            mock_secret: rand::random(),
+            method: AuthMethod::ScramSha256,
+        }
+    }
+
     pub fn password(&self, user: &str) -> Option<&str> {
         self.users.get(user).map(|e| e.password.as_str())
     }

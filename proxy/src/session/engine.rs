@@ -10,25 +10,22 @@
 //!   ReadyForQuery per request it was waiting on (or on its next request), and keeps its
 //!   connection. Nothing is ever re-sent.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use pgpivot_protocol::build::{self, ErrorFields};
-use pgpivot_protocol::frame::{header, Scanner};
+use pgpivot_protocol::frame::Scanner;
 use pgpivot_protocol::sqlstate;
 use pgpivot_protocol::startup::StartupMessage;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::conn::ClientConn;
 use super::forward::{
-    client_to_server, server_to_client, write_fatal, ClientEnd, ClientSide, ServerEnd, ServerSide,
-    Shared,
+    client_to_server, server_to_client, still_primary, write_fatal, ClientEnd, ClientSide,
+    ServerEnd, ServerSide, Shared,
 };
-use super::prepared::parse_offline;
+use super::idle::{answer_errors, idle_turn, Idle};
 use super::{ClientSocket, Ctx, Login};
 use crate::cancel::{send_cancel, BackendKey};
 use crate::config::PoolMode;
@@ -43,6 +40,18 @@ pub async fn checkout(
     deadline: Instant,
 ) -> Result<(Server, Arc<Pool>), SessionError> {
     let mut last_error = None;
+    let mut deadline = deadline;
+    if ctx.pause.is_paused() {
+        // PAUSE: the transaction starts after RESUME (or fails if pgpivot stops meanwhile).
+        tokio::select! {
+            _ = ctx.pause.wait_resumed() => {}
+            _ = ctx.shutdown.drain.cancelled() => {
+                return Err(SessionError::NoPrimary("pgpivot is shutting down".into()));
+            }
+        }
+        // The wait for a primary starts now: a switchover happens during the pause.
+        deadline = deadline.max(Instant::now() + ctx.config.primary_wait_timeout);
+    }
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let table = match ctx.topology.wait_for_primary(left).await {
@@ -127,6 +136,10 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
     };
     let mut sside = ServerSide::new();
     let mut attached = server.map(|(server, pool)| Attached { server, pool });
+    // The client's connection, set aside (in a transaction or not) while pgpivot answers a
+    // command itself; taken up again at the client's next request.
+    let mut parked: Option<Attached> = None;
+    let mut resumed = false;
     // An error owed to the client's next request (its transaction died with its server).
     let mut owed: Option<(&'static str, String)> = None;
     // The owed error is for a transaction the client still thinks is open (aborted).
@@ -142,11 +155,26 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 &shared,
                 &mut owed,
                 &mut lost_tx,
+                parked.is_some(),
+                &cancel,
             )
             .await
             {
                 Idle::Request => {}
-                Idle::End(why) => break why,
+                Idle::End(why) => {
+                    if let Some(p) = parked.take() {
+                        p.pool.checkin(p.server, false);
+                    }
+                    if shared.busy.swap(false, Ordering::Relaxed) {
+                        ctx.pause.busy_leave();
+                    }
+                    break why;
+                }
+            }
+            if let Some(p) = parked.take() {
+                attached = Some(p);
+                resumed = true;
+                continue;
             }
             // The client wants a server.
             let deadline = Instant::now() + ctx.config.primary_wait_timeout;
@@ -171,14 +199,19 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
             }
             continue;
         };
-        shared.reset_for_attach();
+        if !std::mem::take(&mut resumed) {
+            shared.reset_for_attach();
+        }
         std::mem::swap(&mut shared.prep().server, &mut a.server.prepared);
         let statements_before = shared.prep().server.len();
-        cancel.set_backend(Some(BackendKey {
-            addr: a.server.conn.addr,
-            pid: a.server.conn.pid,
-            secret: a.server.conn.secret.clone(),
-        }));
+        cancel.set_backend(
+            Some(BackendKey {
+                addr: a.server.conn.addr,
+                pid: a.server.conn.pid,
+                secret: a.server.conn.secret.clone(),
+            }),
+            Some(a.server.node_id),
+        );
         sside.buf.clear();
         sside.buf.extend_from_slice(&a.server.conn.leftover);
         a.server.conn.leftover.clear();
@@ -212,6 +245,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 ctx,
                 node,
                 mode,
+                &cancel,
             );
             tokio::pin!(c2s, s2c);
             // Client first: a request that made us attach must be staged before the server
@@ -221,13 +255,17 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 c = &mut c2s => match c {
                     ClientEnd::Closed => Err(true),
                     ClientEnd::Terminated => Err(false),
-                    ClientEnd::Handover => Ok(s2c.await),
+                    ClientEnd::Handover | ClientEnd::Yield => Ok(s2c.await),
                 },
                 s = &mut s2c => Ok(s),
             }
         })
         .await;
-        cancel.set_backend(None);
+        cancel.set_backend(None, None);
+        shared.yield_wanted.store(false, Ordering::Relaxed);
+        if !matches!(end, Ok(ServerEnd::Yield)) && shared.busy.swap(false, Ordering::Relaxed) {
+            ctx.pause.busy_leave();
+        }
         std::mem::swap(&mut shared.prep().server, &mut a.server.prepared);
         if matches!(end, Ok(ServerEnd::Release)) && a.server.prepared.len() != statements_before {
             // Settled: every statement this connection holds was accepted by PostgreSQL.
@@ -255,6 +293,9 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
             Ok(e) => e,
         };
         match end {
+            ServerEnd::Yield => {
+                parked = Some(a);
+            }
             ServerEnd::Release => {
                 a.pool.checkin(a.server, true);
                 // Idle clients keep no buffers (memory per idle client is what transaction
@@ -267,6 +308,9 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 }
             }
             ServerEnd::Demoted | ServerEnd::ServerLost => {
+                if end == ServerEnd::Demoted || !still_primary(ctx, node) {
+                    ctx.topology.note_client_affected();
+                }
                 let quiet = shared.quiescent() && sside.buf.is_empty();
                 a.pool.checkin(a.server, false);
                 if let Some(why) = shared.pinned() {
@@ -353,188 +397,3 @@ async fn give_back(mut a: Attached, clean: bool, mode: PoolMode) {
         a.pool.checkin(a.server, clean);
     }
 }
-
-enum Idle {
-    /// The client sent a request that needs a server.
-    Request,
-    End(&'static str),
-}
-
-/// The client holds no server: wait for its next request, answering locally what needs no
-/// server (an owed error, stray COPY data, Terminate).
-async fn idle_turn<R, W>(
-    ctx: &Ctx,
-    cr: &mut R,
-    cw: &mut W,
-    client: &mut ClientSide,
-    shared: &Shared,
-    owed: &mut Option<(&'static str, String)>,
-    lost_tx: &mut bool,
-) -> Idle
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    loop {
-        match header(&client.buf, ctx.config.max_message_bytes) {
-            Err(e) => {
-                write_fatal(cw, e.sqlstate(), &e.to_string()).await;
-                return Idle::End("protocol violation");
-            }
-            Ok(Some((tag, len))) => {
-                match tag {
-                    b'X' => return Idle::End("client terminated"),
-                    // Left over from a COPY whose server is gone: PostgreSQL drops these too.
-                    b'd' | b'c' | b'f' | b'H' if client.buf.len() >= len => {
-                        client.buf.advance(len);
-                        continue;
-                    }
-                    b'd' | b'c' | b'f' | b'H' => {}
-                    b'P' if owed.is_none() && client.buf.len() >= len + 5 => {
-                        if client.buf[len..len + 5] == [b'S', 0, 0, 0, 4]
-                            && parse_offline(&client.buf[..len], &mut shared.prep().client, |h| {
-                                ctx.known_statements.contains(&h)
-                            })
-                        {
-                            client.buf.advance(len + 5);
-                            let mut out = BytesMut::with_capacity(11);
-                            out.extend_from_slice(&[b'1', 0, 0, 0, 4]);
-                            build::ready_for_query(&mut out, b'I');
-                            if cw.write_all(&out).await.is_err() {
-                                return Idle::End("client gone");
-                            }
-                            continue;
-                        }
-                        return Idle::Request;
-                    }
-                    _ => {
-                        let Some((code, msg)) = owed.clone() else {
-                            return Idle::Request;
-                        };
-                        if client.buf.len() < len {
-                            // Need the whole message to skip it.
-                        } else {
-                            let ends = if tag == b'Q' {
-                                ends_transaction(&client.buf[5..len])
-                            } else {
-                                None
-                            };
-                            client.buf.advance(len);
-                            if tag == b'Q' || tag == b'S' || tag == b'F' {
-                                tracing::debug!(tag = %(tag as char), ?ends, lost_tx = *lost_tx, "answering a request of a lost transaction");
-                                let sent = match ends {
-                                    // Truthful: the lost transaction is rolled back.
-                                    Some(false) => {
-                                        *owed = None;
-                                        *lost_tx = false;
-                                        let mut out = BytesMut::with_capacity(32);
-                                        build::command_complete(&mut out, "ROLLBACK");
-                                        build::ready_for_query(&mut out, b'I');
-                                        cw.write_all(&out).await.is_ok()
-                                    }
-                                    // A COMMIT of a lost transaction fails, visibly.
-                                    Some(true) => {
-                                        *owed = None;
-                                        *lost_tx = false;
-                                        answer_errors(cw, code, &msg, 1, b'I').await
-                                    }
-                                    None if *lost_tx => {
-                                        answer_errors(cw, code, &msg, 1, b'E').await
-                                    }
-                                    None => {
-                                        *owed = None;
-                                        answer_errors(cw, code, &msg, 1, b'I').await
-                                    }
-                                };
-                                if !sent {
-                                    return Idle::End("client gone");
-                                }
-                            }
-                            continue;
-                        }
-                    }
-                }
-            }
-            Ok(None) => {}
-        }
-        if ctx.shutdown.drain.is_cancelled() || ctx.shutdown.fast.is_cancelled() {
-            write_fatal(
-                cw,
-                sqlstate::ADMIN_SHUTDOWN,
-                "terminating connection due to administrator command",
-            )
-            .await;
-            return Idle::End("shutdown");
-        }
-        if client.buf.is_empty() && client.buf.capacity() > 8192 {
-            client.buf = BytesMut::new();
-        }
-        if client.buf.capacity() - client.buf.len() < 128 {
-            client.buf.reserve(256);
-        }
-        let idle_limit = ctx
-            .config
-            .pool
-            .client_idle_limit
-            .unwrap_or(Duration::from_secs(u32::MAX as u64));
-        let read = tokio::select! {
-            r = cr.read_buf(&mut client.buf) => r,
-            _ = ctx.shutdown.drain.cancelled() => continue,
-            _ = ctx.shutdown.fast.cancelled() => continue,
-            _ = tokio::time::sleep(idle_limit) => {
-                write_fatal(cw, sqlstate::ADMIN_SHUTDOWN, "terminating connection due to client idle limit").await;
-                return Idle::End("client idle limit");
-            }
-        };
-        match read {
-            Ok(0) | Err(_) => return Idle::End("client left"),
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Whether a simple Query ends a transaction: Some(true) commits (COMMIT / END), Some(false)
-/// rolls back (ROLLBACK / ABORT), None otherwise.
-fn ends_transaction(body: &[u8]) -> Option<bool> {
-    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
-    let t = text.trim_matches(|c: char| c.is_whitespace() || c == ';' || c == '\0');
-    let first = t.split_whitespace().next().unwrap_or("");
-    match first {
-        "commit" | "end" => Some(true),
-        "rollback" | "abort" if !t.contains(" to ") => Some(false),
-        _ => None,
-    }
-}
-
-/// Sends `n` × (ErrorResponse, ReadyForQuery with `status`). Returns false if the client is
-/// gone.
-async fn answer_errors<W: AsyncWrite + Unpin>(
-    cw: &mut W,
-    code: &str,
-    message: &str,
-    n: u32,
-    status: u8,
-) -> bool {
-    let mut out = BytesMut::with_capacity(256);
-    for _ in 0..n {
-        build::error_response(
-            &mut out,
-            &ErrorFields {
-                severity: "ERROR",
-                code,
-                message,
-                detail: None,
-                hint: Some(
-                    "pgpivot moved this connection to the new primary; retry the transaction",
-                ),
-            },
-        );
-        build::ready_for_query(&mut out, status);
-    }
-    tokio::time::timeout(Duration::from_secs(5), cw.write_all(&out))
-        .await
-        .is_ok_and(|r| r.is_ok())
-}
-
-#[allow(dead_code)]
-fn _assert_send(_: HashMap<String, String>) {}

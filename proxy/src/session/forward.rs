@@ -17,14 +17,12 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Buf, BytesMut};
 use pgpivot_protocol::build::{self, ErrorFields};
-use pgpivot_protocol::frame::{Scan, Scanner};
+use pgpivot_protocol::frame::Scanner;
 use pgpivot_protocol::sqlstate;
-use pgpivot_protocol::views::{self, ErrorView};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::prepared;
 pub use super::shared::{PrepState, Shared};
-use super::sql::{self, Effect};
+use super::staging::{stage_client_bytes, stage_server_bytes, Stop};
 use super::Ctx;
 use crate::config::PoolMode;
 
@@ -34,7 +32,7 @@ const SERVER_CHUNK: usize = 16 * 1024;
 /// corrupt length.
 const SERVER_MAX_MESSAGE: usize = i32::MAX as usize;
 /// PostgreSQL reads Terminate with its 10 kB small-message limit; a larger one is a violation.
-const MAX_TERMINATE: usize = 10_000;
+pub(super) const MAX_TERMINATE: usize = 10_000;
 
 /// The client's side of a session: its buffer and stream state, kept across attachments.
 pub struct ClientSide {
@@ -52,6 +50,8 @@ pub enum ClientEnd {
     Terminated,
     /// Forwarding stopped on our side; the server pump decides what happens.
     Handover,
+    /// The next request is one pgpivot answers itself; nothing of it was consumed.
+    Yield,
 }
 
 /// How the server→client pump ended.
@@ -69,6 +69,9 @@ pub enum ServerEnd {
     Stopped(&'static str),
     /// Writing to the client failed.
     ClientGone,
+    /// Nothing outstanding and the client's next request is answered by pgpivot: the engine
+    /// sets the connection aside (still the client's) and takes it up again afterwards.
+    Yield,
 }
 
 impl std::fmt::Display for ServerEnd {
@@ -80,12 +83,9 @@ impl std::fmt::Display for ServerEnd {
             ServerEnd::ServerFatal => write!(f, "server ended the session"),
             ServerEnd::Stopped(code) => write!(f, "ended by pgpivot ({code})"),
             ServerEnd::ClientGone => write!(f, "client gone"),
+            ServerEnd::Yield => write!(f, "set aside for a local answer"),
         }
     }
-}
-
-fn client_interesting(tag: u8) -> bool {
-    tag == b'X' || tag == b'Q' || prepared::is_statement_message(tag)
 }
 
 pub async fn client_to_server<R, W>(
@@ -102,7 +102,12 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut generation = ctx.topology.generation();
+    let counters = ctx.topology.counters(node_id);
     loop {
+        // PAUSE holds a client's next transaction (not the rest of a running one).
+        if !side.buf.is_empty() && !shared.busy.load(Ordering::Relaxed) && ctx.pause.is_paused() {
+            ctx.pause.wait_resumed().await;
+        }
         // Never send anything new to a node that stopped being primary (design 1.1). Checked
         // before staging, so requests not yet sent stay in the buffer, uncounted, and go to the
         // new primary instead (no await between here and the write).
@@ -114,7 +119,7 @@ where
                 return ClientEnd::Handover;
             }
         }
-        let (pos, terminate) = match stage_client_bytes(side, shared, max_message) {
+        let (pos, stop) = match stage_client_bytes(side, shared, max_message, counters) {
             Ok(staged) => staged,
             Err(end) => return end,
         };
@@ -125,6 +130,9 @@ where
             .client_boundary
             .store(side.scan.at_boundary(), Ordering::Relaxed);
         if !side.out.is_empty() {
+            if !shared.busy.swap(true, Ordering::Relaxed) {
+                ctx.pause.busy_enter();
+            }
             shared.in_flight.store(pos, Ordering::Relaxed);
             let wrote = server.write_all(&side.out).await;
             // Written or lost with the server: either way these requests are counted as sent
@@ -137,8 +145,11 @@ where
         } else {
             side.buf.advance(pos);
         }
-        if terminate {
-            return ClientEnd::Terminated;
+        match stop {
+            Stop::Terminate => return ClientEnd::Terminated,
+            // What precedes a local command is sent; the command itself is next.
+            Stop::Local => continue,
+            Stop::NeedInput => {}
         }
         if side.buf.capacity() - side.buf.len() < 1024 {
             side.buf.reserve(CLIENT_CHUNK);
@@ -148,141 +159,6 @@ where
             Ok(_) => {}
         }
     }
-}
-
-/// Scans what the client sent and stages it (rewritten where prepared statements need it) in
-/// `side.out`. Synchronous, so the prepared-statement lock is never held across an await.
-/// Returns how many input bytes were consumed and whether the client sent Terminate.
-fn stage_client_bytes(
-    side: &mut ClientSide,
-    shared: &Shared,
-    max_message: usize,
-) -> Result<(usize, bool), ClientEnd> {
-    let mut pos = 0;
-    let mut terminate = false;
-    side.out.clear();
-    let mut prep = shared.prep();
-    loop {
-        let PrepState { plan, .. } = &mut *prep;
-        let scan = side.scan.scan(&side.buf[pos..], |tag| {
-            if client_interesting(tag) {
-                return true;
-            }
-            match tag {
-                b'S' => {
-                    shared.pending.fetch_add(1, Ordering::Relaxed);
-                    shared.syncs_since_execute.fetch_add(1, Ordering::Relaxed);
-                    shared.unsynced.store(false, Ordering::Relaxed);
-                }
-                b'F' => {
-                    shared.pending.fetch_add(1, Ordering::Relaxed);
-                }
-                b'E' => {
-                    shared.syncs_since_execute.store(0, Ordering::Relaxed);
-                    shared.unsynced.store(true, Ordering::Relaxed);
-                }
-                b'H' => shared.unsynced.store(true, Ordering::Relaxed),
-                b'c' | b'f' => {
-                    let ignored = shared.syncs_since_execute.swap(0, Ordering::Relaxed);
-                    if ignored > 0 {
-                        let _ = shared.pending.fetch_update(
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                            |p| Some(p.saturating_sub(ignored)),
-                        );
-                        plan.forget_syncs(ignored);
-                    }
-                }
-                _ => {}
-            }
-            plan.on_client_message(tag);
-            false
-        });
-        match scan {
-            Ok(Scan::Pass(n)) => {
-                side.out.extend_from_slice(&side.buf[pos..pos + n]);
-                pos += n;
-            }
-            Ok(Scan::Message { tag, len }) => {
-                side.scan.consume(len);
-                let frame = &side.buf[pos..pos + len];
-                pos += len;
-                if tag == b'X' {
-                    terminate = true;
-                    break;
-                }
-                if tag == b'Q' {
-                    shared.syncs_since_execute.store(0, Ordering::Relaxed);
-                    shared.pending.fetch_add(1, Ordering::Relaxed);
-                    shared.unsynced.store(false, Ordering::Relaxed);
-                    pin_effects(views::query_text(&frame[5..]), shared);
-                } else {
-                    shared.unsynced.store(true, Ordering::Relaxed);
-                    if tag == b'P' {
-                        pin_effects(parse_query_text(&frame[5..]), shared);
-                    }
-                }
-                let PrepState {
-                    plan,
-                    client,
-                    server,
-                } = &mut *prep;
-                let r = prepared::rewrite_client_message(
-                    tag,
-                    frame,
-                    client,
-                    server,
-                    plan,
-                    &mut side.out,
-                );
-                tracing::trace!(tag = %(tag as char), result = ?r, settled = plan.is_settled(), "client message");
-                if let Err(e) = r {
-                    shared.request_stop(e.sqlstate(), e.to_string());
-                    return Err(ClientEnd::Handover);
-                }
-            }
-            Ok(Scan::NeedMore { wanted }) => {
-                let have = side.buf.len() - pos;
-                let limit = match side.buf.get(pos) {
-                    Some(b'X') => MAX_TERMINATE,
-                    _ => max_message,
-                };
-                if wanted > limit {
-                    shared.request_stop(
-                        sqlstate::PROTOCOL_VIOLATION,
-                        format!("invalid message length {}", wanted - 1),
-                    );
-                    return Err(ClientEnd::Handover);
-                }
-                side.buf.reserve(wanted.saturating_sub(have));
-                break;
-            }
-            Err(e) => {
-                shared.request_stop(e.sqlstate(), e.to_string());
-                return Err(ClientEnd::Handover);
-            }
-        }
-    }
-    Ok((pos, terminate))
-}
-
-/// Session-bound statements pin the client (prepared-statement resets are the plan's business:
-/// it sees their CommandComplete).
-fn pin_effects(text: Option<&[u8]>, shared: &Shared) {
-    let Some(text) = text else { return };
-    for e in sql::effects(text) {
-        if let Effect::Pin(why) = e {
-            shared.pin(why);
-        }
-    }
-}
-
-/// The query text of a Parse body: name\0 query\0 ...
-fn parse_query_text(body: &[u8]) -> Option<&[u8]> {
-    let name_end = body.iter().position(|&b| b == 0)?;
-    let rest = body.get(name_end + 1..)?;
-    let q_end = rest.iter().position(|&b| b == 0)?;
-    Some(&rest[..q_end])
 }
 
 pub fn still_primary(ctx: &Ctx, node_id: usize) -> bool {
@@ -328,6 +204,7 @@ pub async fn server_to_client<R, W>(
     ctx: &Ctx,
     node_id: usize,
     mode: PoolMode,
+    kill: &crate::cancel::CancelHandle,
 ) -> ServerEnd
 where
     R: AsyncRead + Unpin,
@@ -336,10 +213,24 @@ where
     let mut generation = ctx.topology.generation();
     let mut draining = false;
     let mut server_fatal = false;
+    let counters = ctx.topology.counters(node_id);
     loop {
         let changed = ctx.topology.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
+        let killed = kill.kill_signal();
+        tokio::pin!(killed);
+        killed.as_mut().enable();
+        if kill.killed() {
+            shared.request_stop(
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection due to administrator command (KILL CLIENT)".into(),
+            );
+        }
+        if shared.busy.load(Ordering::Relaxed) && side.buf.is_empty() && shared.quiescent() {
+            shared.busy.store(false, Ordering::Relaxed);
+            ctx.pause.busy_leave();
+        }
 
         // Safe point: everything read so far has been written out.
         let at_boundary = side.scan.at_boundary();
@@ -373,6 +264,18 @@ where
         {
             return ServerEnd::Release;
         }
+        if shared.yield_wanted.load(Ordering::Relaxed) {
+            if side.buf.is_empty() && shared.can_yield() {
+                return ServerEnd::Yield;
+            }
+            tracing::trace!(
+                pending = shared.pending(),
+                unsynced = shared.unsynced.load(Ordering::Relaxed),
+                settled = shared.prep().plan.is_settled(),
+                buffered = side.buf.len(),
+                "local answer waits for the server"
+            );
+        }
 
         if side.buf.capacity() - side.buf.len() < 1024 {
             side.buf.reserve(SERVER_CHUNK);
@@ -381,6 +284,7 @@ where
             biased;
             _ = shared.wake.notified() => continue,
             _ = &mut changed => continue,
+            _ = &mut killed => continue,
             _ = ctx.shutdown.fast.cancelled() => continue,
             _ = ctx.shutdown.drain.cancelled(), if !draining => {
                 draining = true;
@@ -404,6 +308,7 @@ where
             server_params,
             client_params,
             &mut server_fatal,
+            counters,
         ) {
             Ok(pos) => pos,
             Err(end) => return end,
@@ -413,129 +318,6 @@ where
         }
         side.buf.advance(pos);
     }
-}
-
-/// Scans what the server sent and stages what the client must see in `side.out` (the plan may
-/// rewrite replies). Synchronous, so the prepared-statement lock is never held across an await.
-/// Returns how many input bytes were consumed.
-fn stage_server_bytes(
-    side: &mut ServerSide,
-    shared: &Shared,
-    server_params: &mut HashMap<String, String>,
-    client_params: &mut HashMap<String, String>,
-    server_fatal: &mut bool,
-) -> Result<usize, ServerEnd> {
-    let mut pos = 0;
-    side.out.clear();
-    let mut prep = shared.prep();
-    loop {
-        let PrepState {
-            plan,
-            client: cst,
-            server: sst,
-        } = &mut *prep;
-        let scan = side.scan.scan(&side.buf[pos..], |t| {
-            matches!(t, b'Z' | b'E' | b'S') || plan.wants(t)
-        });
-        match scan {
-            Ok(Scan::Pass(n)) => {
-                side.out.extend_from_slice(&side.buf[pos..pos + n]);
-                pos += n;
-            }
-            Ok(Scan::Message { tag, len }) => {
-                side.scan.consume(len);
-                let frame = &side.buf[pos..pos + len];
-                pos += len;
-                let forward = observe(
-                    tag,
-                    &frame[5..],
-                    shared,
-                    server_params,
-                    client_params,
-                    server_fatal,
-                );
-                // A held-back FATAL of a dying server is not part of the client stream.
-                tracing::trace!(tag = %(tag as char), len, "server message");
-                if forward
-                    && plan
-                        .on_server_message(tag, frame, &mut side.out, cst, sst)
-                        .is_err()
-                {
-                    tracing::error!(
-                        "server reply out of step with the client's requests; closing session"
-                    );
-                    return Err(ServerEnd::ServerLost);
-                }
-            }
-            Ok(Scan::NeedMore { wanted }) => {
-                side.buf
-                    .reserve(wanted.saturating_sub(side.buf.len() - pos));
-                break;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "malformed message from server; closing session");
-                return Err(ServerEnd::ServerLost);
-            }
-        }
-    }
-    Ok(pos)
-}
-
-/// Bookkeeping for the server messages the pump reads: transaction state, session parameters,
-/// FATALs. Returns whether the message goes on to the client.
-fn observe(
-    tag: u8,
-    body: &[u8],
-    shared: &Shared,
-    server_params: &mut HashMap<String, String>,
-    client_params: &mut HashMap<String, String>,
-    server_fatal: &mut bool,
-) -> bool {
-    match tag {
-        b'Z' => {
-            let _ = shared
-                .pending
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
-                    Some(p.saturating_sub(1))
-                });
-            shared
-                .idle
-                .store(body.first() == Some(&b'I'), Ordering::Relaxed);
-        }
-        b'E' => {
-            let v = ErrorView::new(body);
-            if matches!(v.severity(), Some("FATAL" | "PANIC")) {
-                if shared.pinned().is_some() {
-                    // Its session state dies with this connection: the client must know.
-                    *server_fatal = true;
-                    return true;
-                }
-                let held = (
-                    v.sqlstate()
-                        .unwrap_or(sqlstate::CONNECTION_FAILURE)
-                        .to_string(),
-                    v.message().unwrap_or("server connection lost").to_string(),
-                );
-                *shared
-                    .server_fatal
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(held);
-                return false;
-            }
-        }
-        b'S' => {
-            if let Some((k, v)) = views::parameter_status(body) {
-                let (k, v) = (
-                    String::from_utf8_lossy(k).into_owned(),
-                    String::from_utf8_lossy(v).into_owned(),
-                );
-                server_params.insert(k.clone(), v.clone());
-                client_params.insert(k, v);
-            }
-        }
-        _ => {}
-    }
-    true
 }
 
 /// Writes a FATAL ErrorResponse (bounded in time: a client that does not read is not waited for).

@@ -3,12 +3,15 @@
 //! [`engine`] until the client leaves or pgpivot ends the session.
 
 mod client_auth;
-mod conn;
+pub(crate) mod conn;
 mod engine;
 pub mod forward;
+mod idle;
+mod local;
 pub mod prepared;
 mod shared;
 pub mod sql;
+mod staging;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -45,6 +48,10 @@ pub struct Ctx {
     pub pinned_total: AtomicU64,
     /// Clients moved to a new primary without noticing.
     pub moved_total: AtomicU64,
+    /// When this pgpivot started (SHOW pool_processes).
+    pub started_at: std::time::SystemTime,
+    /// PAUSE/RESUME.
+    pub pause: crate::pause::Pause,
     /// Prepared statements some server connection has accepted: a client's Parse of one of these
     /// can be answered without a server (see `prepared::parse_offline`).
     pub known_statements: dashmap::DashSet<u64>,
@@ -82,15 +89,15 @@ impl Drop for ClientSlot<'_> {
     }
 }
 
-/// Runs a session to its end. `local` is true for unix-socket clients.
-pub async fn run<S: ClientSocket>(ctx: Arc<Ctx>, stream: S, local: bool) {
+/// Runs a session to its end. `peer` is `None` for unix-socket clients.
+pub async fn run<S: ClientSocket>(ctx: Arc<Ctx>, stream: S, peer: Option<std::net::SocketAddr>) {
     let n = ctx.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let _slot = ClientSlot(&ctx.clients);
     let deadline = Instant::now() + ctx.config.authentication_timeout;
     let mut conn = ClientConn::new(stream, deadline);
     // Boxed: its state is only needed until the client is in, and an idle client's task should
     // carry as little as possible.
-    let login = match Box::pin(login(&ctx, &mut conn, local, n)).await {
+    let login = match Box::pin(login(&ctx, &mut conn, peer, n)).await {
         Ok(Some(l)) => l,
         Ok(None) => return,
         Err(SessionError::ServerRefused(frame)) => {
@@ -119,7 +126,7 @@ pub struct Login {
 async fn login<S: ClientSocket>(
     ctx: &Ctx,
     conn: &mut ClientConn<S>,
-    local: bool,
+    peer: Option<std::net::SocketAddr>,
     clients: usize,
 ) -> Result<Option<Login>, SessionError> {
     let startup = loop {
@@ -150,6 +157,7 @@ async fn login<S: ClientSocket>(
         conn.write(&out).await?;
     }
     let user = startup.user().to_string();
+    let local = peer.is_none();
     let trusted = local && ctx.config.socket_trust && ctx.users.password(&user).is_some();
     if !trusted {
         ctx.users.authenticate(conn, &user).await?;
@@ -165,7 +173,7 @@ async fn login<S: ClientSocket>(
         .filter(|(k, _)| is_settable(k))
         .cloned()
         .collect();
-    let (server, params) = match welcome(ctx, &startup).await? {
+    let (server, params) = match welcome(ctx, &startup, &wanted) {
         // Transaction pooling with a known pool: greet without holding a server connection.
         Some(mut params) => {
             params.extend(wanted);
@@ -185,7 +193,13 @@ async fn login<S: ClientSocket>(
             (Some((server, pool)), params)
         }
     };
-    let cancel = ctx.cancels.register();
+    let cancel = ctx.cancels.register(crate::cancel::ClientMeta {
+        user: user.clone(),
+        database: startup.database().to_string(),
+        application_name: startup.get("application_name").unwrap_or("").to_string(),
+        addr: peer.map_or_else(|| "unix socket".to_string(), |p| p.to_string()),
+        connected_at: Some(std::time::SystemTime::now()),
+    });
     // AuthenticationOk, the server's parameters as this client asked for them, our own
     // BackendKeyData, ReadyForQuery.
     let mut out = BytesMut::with_capacity(1024);
@@ -210,30 +224,28 @@ async fn login<S: ClientSocket>(
     }))
 }
 
-/// In transaction mode, the greeting parameters of the client's pool on the current primary,
-/// if that pool has had a connection already.
-async fn welcome(
+/// The greeting for a client that can log in without a server connection: transaction mode
+/// always; session mode when the only parameters it asks for cannot fail to apply (its first
+/// query attaches the connection, and a bad parameter must be refused at login with the
+/// server's own error).
+fn welcome(
     ctx: &Ctx,
     startup: &StartupMessage,
-) -> Result<Option<HashMap<String, String>>, SessionError> {
-    if ctx.config.pool.mode != crate::config::PoolMode::Transaction {
-        return Ok(None);
-    }
-    let Ok(table) = ctx
-        .topology
-        .wait_for_primary(ctx.config.primary_wait_timeout)
-        .await
-    else {
-        return Ok(None);
-    };
-    let Some(route) = table.primary.as_ref() else {
-        return Ok(None);
-    };
+    wanted: &HashMap<String, String>,
+) -> Option<HashMap<String, String>> {
+    let table = ctx.topology.current();
     let options = startup.get("options").unwrap_or("");
-    let pool = ctx
-        .pools
-        .get(route, startup.user(), startup.database(), options);
-    Ok(pool.welcome())
+    let w = ctx.pools.welcome(
+        table.primary.as_ref(),
+        startup.user(),
+        startup.database(),
+        options,
+    )?;
+    let lazy = ctx.config.pool.mode == crate::config::PoolMode::Transaction
+        || wanted
+            .iter()
+            .all(|(k, v)| k == "application_name" || w.get(k) == Some(v));
+    lazy.then_some(w)
 }
 
 /// The parameters PostgreSQL 15 reports to clients (GUC_REPORT), as it spells them.

@@ -1,7 +1,7 @@
 //! State the two pumps and the engine share for one client session: request and transaction
 //! bookkeeping (atomics), pinning, the prepared-statement state, and the stop/wake channel.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -14,6 +14,14 @@ pub struct Shared {
     pub pending: AtomicU32,
     /// The last ReadyForQuery said "idle" (not in a transaction block).
     pub idle: AtomicBool,
+    /// The last ReadyForQuery's status byte (`I`, `T`, `E`): what a locally answered command
+    /// reports.
+    pub status: AtomicU8,
+    /// The client pump stopped at a command pgpivot answers itself (`SHOW pool_*`): the server
+    /// pump hands the connection back as soon as nothing is outstanding.
+    pub yield_wanted: AtomicBool,
+    /// A transaction or request is outstanding (counted in PAUSE's wait).
+    pub busy: AtomicBool,
     /// Extended-protocol messages sent since the last Sync.
     pub unsynced: AtomicBool,
     /// Syncs the client sent since its last Execute: if a COPY FROM follows, the server ignores
@@ -49,6 +57,9 @@ impl Shared {
             pending: AtomicU32::new(0),
             syncs_since_execute: AtomicU32::new(0),
             idle: AtomicBool::new(true),
+            status: AtomicU8::new(b'I'),
+            yield_wanted: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
             unsynced: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             client_boundary: AtomicBool::new(true),
@@ -81,10 +92,22 @@ impl Shared {
             && self.server_boundary.load(Ordering::Relaxed)
     }
 
+    /// Nothing outstanding on either stream, in a transaction or not: the server connection can
+    /// be set aside while pgpivot answers a command itself.
+    pub fn can_yield(&self) -> bool {
+        self.prep().plan.is_settled()
+            && self.pending() == 0
+            && !self.unsynced.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && self.client_boundary.load(Ordering::Relaxed)
+            && self.server_boundary.load(Ordering::Relaxed)
+    }
+
     /// Fresh per-attachment state (a new server connection starts idle with nothing pending).
     pub fn reset_for_attach(&self) {
         self.pending.store(0, Ordering::Relaxed);
         self.idle.store(true, Ordering::Relaxed);
+        self.status.store(b'I', Ordering::Relaxed);
         self.unsynced.store(false, Ordering::Relaxed);
         self.in_flight.store(0, Ordering::Relaxed);
         self.server_boundary.store(true, Ordering::Relaxed);
@@ -124,4 +147,7 @@ pub struct PrepState {
     pub client: ClientStatements,
     /// The attached server connection's statements (swapped in and out at attach/detach).
     pub server: ServerStatements,
+    /// Statements and portals of `SHOW pool_*` commands pgpivot answers itself (extended
+    /// protocol); boxed, as most clients never have one.
+    pub local: Option<Box<pgpivot_admin::Responder>>,
 }

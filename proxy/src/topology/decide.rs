@@ -54,6 +54,24 @@ impl Decider {
         }
     }
 
+    /// `DETACH NODE` / `ATTACH NODE`: a detached node is never chosen as primary.
+    pub fn set_detached(&mut self, id: usize, detached: bool) -> Result<(), String> {
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .ok_or_else(|| format!("there is no node {id}"))?;
+        if n.detached != detached {
+            n.detached = detached;
+            n.last_status_change = SystemTime::now();
+        }
+        Ok(())
+    }
+
+    pub fn has_node(&self, id: usize) -> bool {
+        self.nodes.iter().any(|n| n.id == id)
+    }
+
     /// Records one probe answer for node `id`.
     pub fn observe(&mut self, id: usize, outcome: ProbeOutcome, now: SystemTime) {
         let primary_known = self.current.is_some();
@@ -62,6 +80,13 @@ impl Decider {
             return;
         };
         n.last_probe = Some(now);
+        record_check(
+            &mut n.checks,
+            &outcome,
+            n.consecutive_failures,
+            max_retries,
+            now,
+        );
         let before = n.health;
         match outcome {
             ProbeOutcome::Ok {
@@ -106,6 +131,8 @@ impl Decider {
     }
 
     /// Applies the fencing rules to what has been observed.
+    ///
+    /// (Probe statistics are kept by [`record_check`].)
     pub fn decide(&mut self) -> Decision {
         let decision = self.choose();
         if let Some(p) = decision.primary {
@@ -152,7 +179,10 @@ impl Decider {
             .nodes
             .iter()
             .filter(|n| {
-                n.health == Health::Up && n.in_recovery == Some(false) && n.fenced.is_none()
+                n.health == Health::Up
+                    && n.in_recovery == Some(false)
+                    && n.fenced.is_none()
+                    && !n.detached
             })
             .map(|n| (n.id, n.timeline.unwrap_or(0), n.flag))
             .collect();
@@ -242,6 +272,36 @@ impl Decider {
                     why.to_string()
                 });
             }
+        }
+    }
+}
+
+/// Keeps a node's probe statistics (`failures_before` is the count before this probe).
+fn record_check(
+    c: &mut pgpivot_admin::CheckStats,
+    outcome: &ProbeOutcome,
+    failures_before: u32,
+    max_retries: u32,
+    now: SystemTime,
+) {
+    c.total += 1;
+    c.last_check = Some(now);
+    match outcome {
+        ProbeOutcome::Ok { latency, .. } => {
+            c.success += 1;
+            c.last_success = Some(now);
+            c.total_duration += *latency;
+            c.min_duration = Some(c.min_duration.map_or(*latency, |m| m.min(*latency)));
+            c.max_duration = Some(c.max_duration.map_or(*latency, |m| m.max(*latency)));
+        }
+        _ => {
+            c.fail += 1;
+            c.last_failure = Some(now);
+            let failures = failures_before as u64 + 1;
+            if failures <= max_retries as u64 {
+                c.retry += 1;
+            }
+            c.max_retry = c.max_retry.max(failures.min(max_retries as u64));
         }
     }
 }

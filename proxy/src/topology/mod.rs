@@ -2,6 +2,7 @@
 //! (design section 1). `probe` asks one node, `decide` applies the fencing rules, `monitor` runs
 //! the loops, `routing` is the table sessions read.
 
+pub mod counters;
 pub mod decide;
 pub mod monitor;
 pub mod node;
@@ -9,4 +10,4 @@ pub mod probe;
 pub mod routing;
 
 pub use node::{Health, NodeView, ProbeOutcome, Role};
-pub use routing::{PrimaryRoute, RoutingTable, Topology};
+pub use routing::{FailoverRecord, Operator, PrimaryRoute, RoutingTable, Topology};

@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use super::decide::{Decider, Decision};
 use super::node::{NodeView, ProbeOutcome, Role};
 use super::probe::probe;
-use super::routing::{PrimaryRoute, RoutingTable, Topology};
+use super::routing::{
+    FailoverRecord, Operator, OperatorReply, PrimaryRoute, RoutingTable, Topology,
+};
 use crate::config::Config;
 
 /// Starts the monitor; it runs until `stop` is cancelled.
@@ -45,27 +47,68 @@ pub fn spawn(config: &Config, topology: Arc<Topology>, stop: CancellationToken) 
     drop(tx);
     let nodes = config.backends.iter().map(NodeView::new).collect();
     let decider = Decider::new(nodes, config.check.max_retries);
-    tokio::spawn(decide_loop(decider, rx, topology, stop));
+    let (op_tx, op_rx) = mpsc::channel(8);
+    topology.set_operator(op_tx);
+    tokio::spawn(decide_loop(decider, rx, op_rx, topology, stop));
+}
+
+/// Applies an operator's instruction to the decider; the verdict goes back to the console.
+fn operate(decider: &mut Decider, op: Operator) -> Result<String, String> {
+    match op {
+        Operator::Detach(id) => {
+            decider.set_detached(id, true)?;
+            tracing::warn!(node = id, "node detached by an operator");
+            Ok(format!(
+                "node {id} detached: it gets no traffic until ATTACH NODE {id}"
+            ))
+        }
+        Operator::Attach(id) => {
+            decider.set_detached(id, false)?;
+            tracing::info!(node = id, "node attached by an operator");
+            Ok(format!("node {id} attached"))
+        }
+        Operator::SetPrimary(Some(id)) => {
+            if !decider.has_node(id) {
+                return Err(format!("there is no node {id}"));
+            }
+            decider.set_operator_primary(Some(id));
+            tracing::warn!(node = id, "primary named by an operator");
+            Ok(format!(
+                "node {id} is the primary while it answers as one; SET PRIMARY AUTO undoes this"
+            ))
+        }
+        Operator::SetPrimary(None) => {
+            decider.set_operator_primary(None);
+            Ok("the role monitor chooses the primary".to_string())
+        }
+    }
 }
 
 async fn decide_loop(
     mut decider: Decider,
     mut rx: mpsc::Receiver<(usize, ProbeOutcome)>,
+    mut ops: mpsc::Receiver<(Operator, OperatorReply)>,
     topology: Arc<Topology>,
     stop: CancellationToken,
 ) {
     let mut gap_started: Option<(Instant, Option<usize>)> = Some((Instant::now(), None));
     loop {
-        let (id, outcome) = tokio::select! {
+        let input = tokio::select! {
             _ = stop.cancelled() => return,
-            m = rx.recv() => match m { Some(m) => m, None => return },
+            m = rx.recv() => match m { Some(m) => Ok(m), None => return },
+            Some(op) = ops.recv() => Err(op),
         };
         let before: Vec<(Role, Option<String>)> = decider
             .nodes
             .iter()
             .map(|n| (n.role, n.fenced.clone()))
             .collect();
-        decider.observe(id, outcome, SystemTime::now());
+        match input {
+            Ok((id, outcome)) => decider.observe(id, outcome, SystemTime::now()),
+            Err((op, reply)) => {
+                let _ = reply.send(operate(&mut decider, op));
+            }
+        }
         let decision = decider.decide();
         log_role_changes(&before, &decider.nodes);
         let current = topology.current();
@@ -131,6 +174,16 @@ fn publish(
                 None => (None, None),
             };
             let from = old.as_ref().map(|o| o.node_id).or(lost);
+            if from.is_some_and(|f| f != n.node_id) {
+                topology.record_failover(FailoverRecord {
+                    at: SystemTime::now(),
+                    from,
+                    to: n.node_id,
+                    generation: table.generation,
+                    gap: gap_ms.map(std::time::Duration::from_millis),
+                    clients_affected: 0,
+                });
+            }
             let standbys: Vec<usize> = nodes
                 .iter()
                 .filter(|x| x.role == Role::Standby)

@@ -82,6 +82,10 @@ pub struct NodeView {
     pub fenced: Option<String>,
     pub last_error: Option<String>,
     pub last_status_change: SystemTime,
+    /// Out of service by `DETACH NODE` until `ATTACH NODE`.
+    pub detached: bool,
+    /// Probe history for `SHOW pool_health_check_stats`.
+    pub checks: pgpivot_admin::CheckStats,
 }
 
 impl NodeView {
@@ -104,6 +108,8 @@ impl NodeView {
             fenced: None,
             last_error: None,
             last_status_change: SystemTime::now(),
+            detached: false,
+            checks: Default::default(),
         }
     }
 }

@@ -53,19 +53,123 @@ impl RoutingTable {
 
 /// The shared handle: current table plus change notification, and the monitor's live view of
 /// every node (refreshed on every probe without waking anyone, for SHOW commands).
+/// An operator's instruction to the monitor (admin console).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operator {
+    Detach(usize),
+    Attach(usize),
+    SetPrimary(Option<usize>),
+}
+
+pub type OperatorReply = tokio::sync::oneshot::Sender<Result<String, String>>;
+
+/// One change of primary, kept for `SHOW FAILOVERS`.
+#[derive(Debug, Clone)]
+pub struct FailoverRecord {
+    pub at: SystemTime,
+    pub from: Option<usize>,
+    pub to: usize,
+    pub generation: u64,
+    pub gap: Option<Duration>,
+    pub clients_affected: u64,
+}
+
+/// How many failovers `SHOW FAILOVERS` remembers.
+const HISTORY: usize = 100;
+
 pub struct Topology {
     table: ArcSwap<RoutingTable>,
     changed: Notify,
     nodes: ArcSwap<Vec<NodeView>>,
+    operator: std::sync::OnceLock<tokio::sync::mpsc::Sender<(Operator, OperatorReply)>>,
+    history: std::sync::Mutex<std::collections::VecDeque<FailoverRecord>>,
+    /// Statements and errors per node (by node id).
+    counters: Vec<(usize, super::counters::NodeCounters)>,
+    /// Sessions that lost their server to a primary change not yet recorded (during the gap).
+    affected_pending: std::sync::atomic::AtomicU64,
 }
 
 impl Topology {
     pub fn new(initial: RoutingTable, nodes: Vec<NodeView>) -> Arc<Self> {
+        let ids: Vec<usize> = nodes.iter().map(|n| n.id).collect();
         Arc::new(Topology {
             table: ArcSwap::from_pointee(initial),
             changed: Notify::new(),
             nodes: ArcSwap::from_pointee(nodes),
+            operator: Default::default(),
+            history: Default::default(),
+            affected_pending: Default::default(),
+            counters: ids.into_iter().map(|id| (id, Default::default())).collect(),
         })
+    }
+
+    /// Counters of one node (`None` for an unknown id).
+    #[inline]
+    pub fn counters(&self, node_id: usize) -> Option<&super::counters::NodeCounters> {
+        self.counters
+            .iter()
+            .find(|(id, _)| *id == node_id)
+            .map(|(_, c)| c)
+    }
+
+    pub fn statements(&self, node_id: usize) -> pgpivot_admin::StatementCounts {
+        self.counters(node_id)
+            .map(|c| c.snapshot())
+            .unwrap_or_default()
+    }
+
+    /// Connects the monitor's operator channel (once, when the monitor starts).
+    pub fn set_operator(&self, tx: tokio::sync::mpsc::Sender<(Operator, OperatorReply)>) {
+        let _ = self.operator.set(tx);
+    }
+
+    /// Passes an operator's instruction to the monitor and waits for its verdict.
+    pub async fn operate(&self, op: Operator) -> Result<String, String> {
+        let tx = self
+            .operator
+            .get()
+            .ok_or_else(|| "the role monitor is not running".to_string())?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        tx.send((op, reply))
+            .await
+            .map_err(|_| "the role monitor stopped".to_string())?;
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .map_err(|_| "the role monitor did not answer".to_string())?
+            .map_err(|_| "the role monitor stopped".to_string())?
+    }
+
+    pub fn record_failover(&self, mut record: FailoverRecord) {
+        use std::sync::atomic::Ordering;
+        record.clients_affected += self.affected_pending.swap(0, Ordering::Relaxed);
+        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() == HISTORY {
+            h.pop_front();
+        }
+        h.push_back(record);
+    }
+
+    /// A session lost its server connection to the latest change of primary.
+    pub fn note_client_affected(&self) {
+        let generation = self.generation();
+        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        match h.back_mut() {
+            // The new primary is already routed: this session belongs to that failover.
+            Some(last) if last.generation == generation => last.clients_affected += 1,
+            _ => {
+                self.affected_pending
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn failovers(&self) -> Vec<FailoverRecord> {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Every node as the monitor last saw it.

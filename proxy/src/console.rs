@@ -1,0 +1,145 @@
+//! The admin console: a separate listener speaking the PostgreSQL protocol, SCRAM login as
+//! `PGPOOL_ADMIN_USERNAME`, commands from the `admin` crate answered from cached state
+//! (`psql -h 127.0.0.1 -p 9433 -U admin pgpivot`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use pgpivot_admin::{Flow, Responder, Surface};
+use pgpivot_protocol::build;
+use pgpivot_protocol::frame::header;
+use pgpivot_protocol::startup::InitialPacket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
+
+use crate::error::SessionError;
+use crate::session::conn::ClientConn;
+use crate::session::{Ctx, UserDb};
+
+/// Admin commands are short; a larger message is a mistake or an attack.
+const MAX_MESSAGE: usize = 1 << 20;
+/// An operator's psql may sit idle for a long time, but not forever.
+const IDLE_LIMIT: Duration = Duration::from_secs(3600);
+
+pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, users: Arc<UserDb>, tasks: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.fast.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tasks.spawn(session(ctx.clone(), users.clone(), stream, peer));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "admin console accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn session(ctx: Arc<Ctx>, users: Arc<UserDb>, stream: TcpStream, peer: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + ctx.config.authentication_timeout;
+    let mut conn = ClientConn::new(stream, deadline);
+    let user = match login(&users, &mut conn).await {
+        Ok(Some(user)) => user,
+        Ok(None) | Err(SessionError::Io(_)) => return,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "admin console login refused");
+            conn.fatal(e.sqlstate(), &e.to_string()).await;
+            return;
+        }
+    };
+    tracing::info!(%peer, user, "admin console session");
+    let ClientConn {
+        mut stream,
+        mut buf,
+        ..
+    } = conn;
+    let mut responder = Responder::new(Surface::Console);
+    let mut out = BytesMut::new();
+    loop {
+        match header(&buf, MAX_MESSAGE) {
+            Err(e) => {
+                let mut fatal = BytesMut::new();
+                build::error_response(
+                    &mut fatal,
+                    &build::ErrorFields {
+                        severity: "FATAL",
+                        code: e.sqlstate(),
+                        message: &e.to_string(),
+                        detail: None,
+                        hint: None,
+                    },
+                );
+                let _ = stream.write_all(&fatal).await;
+                return;
+            }
+            Ok(Some((tag, len))) if buf.len() >= len => {
+                out.clear();
+                let flow = responder
+                    .handle(tag, &buf[5..len], &*ctx, b'I', &mut out)
+                    .await;
+                buf.advance(len);
+                if !out.is_empty() && stream.write_all(&out).await.is_err() {
+                    return;
+                }
+                if flow == Some(Flow::Terminate) {
+                    return;
+                }
+                continue;
+            }
+            Ok(_) => {}
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout(IDLE_LIMIT, stream.read_buf(&mut buf)) => r,
+            _ = ctx.shutdown.fast.cancelled() => return,
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
+/// Startup and SCRAM; `Ok(None)` for a cancel request or a client that went away.
+async fn login(
+    users: &UserDb,
+    conn: &mut ClientConn<TcpStream>,
+) -> Result<Option<String>, SessionError> {
+    let startup = loop {
+        match conn.read_initial().await? {
+            InitialPacket::SslRequest | InitialPacket::GssEncRequest => conn.write(b"N").await?,
+            InitialPacket::Cancel(_) => return Ok(None),
+            InitialPacket::Startup(m) => break m,
+        }
+    };
+    let user = startup.user().to_string();
+    users.authenticate(conn, &user).await?;
+    let mut out = BytesMut::with_capacity(512);
+    build::auth_ok(&mut out);
+    let version = format!("15.0 (pgpivot {})", env!("CARGO_PKG_VERSION"));
+    for (k, v) in [
+        ("server_version", version.as_str()),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+        (
+            "application_name",
+            startup.get("application_name").unwrap_or(""),
+        ),
+    ] {
+        build::parameter_status(&mut out, k, v);
+    }
+    build::backend_key_data(&mut out, 0, &[0; 4]);
+    build::ready_for_query(&mut out, b'I');
+    conn.write(&out).await?;
+    Ok(Some(user))
+}

@@ -1,0 +1,238 @@
+//! A client without a server connection (between transactions, or with its connection set
+//! aside): wait for its next request and answer locally what needs no server — `SHOW pool_*`,
+//! an error owed from a transaction lost to a failover, stray COPY data, Terminate.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use pgpivot_protocol::build::{self, ErrorFields};
+use pgpivot_protocol::frame::header;
+use pgpivot_protocol::sqlstate;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::forward::{write_fatal, ClientSide, Shared};
+use super::local::{self, Local};
+use super::prepared::parse_offline;
+use super::Ctx;
+
+pub enum Idle {
+    /// The client sent a request that needs a server.
+    Request,
+    End(&'static str),
+}
+
+/// The client holds no server: wait for its next request, answering locally what needs no
+/// server (an owed error, stray COPY data, Terminate).
+#[allow(clippy::too_many_arguments)]
+pub async fn idle_turn<R, W>(
+    ctx: &Ctx,
+    cr: &mut R,
+    cw: &mut W,
+    client: &mut ClientSide,
+    shared: &Shared,
+    owed: &mut Option<(&'static str, String)>,
+    lost_tx: &mut bool,
+    parked: bool,
+    kill: &crate::cancel::CancelHandle,
+) -> Idle
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        match header(&client.buf, ctx.config.max_message_bytes) {
+            Err(e) => {
+                write_fatal(cw, e.sqlstate(), &e.to_string()).await;
+                return Idle::End("protocol violation");
+            }
+            Ok(Some((tag, len))) => {
+                if owed.is_none() && tag != b'X' && client.buf.len() >= len {
+                    let status = if parked {
+                        shared.status.load(Ordering::Relaxed)
+                    } else {
+                        b'I'
+                    };
+                    match local::answer(ctx, cw, &mut client.buf, len, shared, status).await {
+                        Local::Answered => {
+                            if parked && client.buf.is_empty() && !local::batch_open(shared) {
+                                // Take the connection up again (its notifications flow).
+                                return Idle::Request;
+                            }
+                            continue;
+                        }
+                        Local::Forward => {}
+                        Local::ClientGone => return Idle::End("client gone"),
+                    }
+                }
+                match tag {
+                    b'X' if len > super::forward::MAX_TERMINATE => {
+                        let msg = format!("invalid message length {}", len - 1);
+                        write_fatal(cw, sqlstate::PROTOCOL_VIOLATION, &msg).await;
+                        return Idle::End("protocol violation");
+                    }
+                    b'X' => return Idle::End("client terminated"),
+                    // Left over from a COPY whose server is gone: PostgreSQL drops these too.
+                    b'd' | b'c' | b'f' | b'H' if client.buf.len() >= len => {
+                        client.buf.advance(len);
+                        continue;
+                    }
+                    b'd' | b'c' | b'f' | b'H' => {}
+                    b'P' if owed.is_none() && client.buf.len() >= len + 5 => {
+                        if client.buf[len..len + 5] == [b'S', 0, 0, 0, 4]
+                            && parse_offline(&client.buf[..len], &mut shared.prep().client, |h| {
+                                ctx.known_statements.contains(&h)
+                            })
+                        {
+                            client.buf.advance(len + 5);
+                            let mut out = BytesMut::with_capacity(11);
+                            out.extend_from_slice(&[b'1', 0, 0, 0, 4]);
+                            build::ready_for_query(&mut out, b'I');
+                            if cw.write_all(&out).await.is_err() {
+                                return Idle::End("client gone");
+                            }
+                            continue;
+                        }
+                        return Idle::Request;
+                    }
+                    _ => {
+                        let Some((code, msg)) = owed.clone() else {
+                            return Idle::Request;
+                        };
+                        if client.buf.len() < len {
+                            // Need the whole message to skip it.
+                        } else {
+                            let ends = if tag == b'Q' {
+                                ends_transaction(&client.buf[5..len])
+                            } else {
+                                None
+                            };
+                            client.buf.advance(len);
+                            if tag == b'Q' || tag == b'S' || tag == b'F' {
+                                tracing::debug!(tag = %(tag as char), ?ends, lost_tx = *lost_tx, "answering a request of a lost transaction");
+                                let sent = match ends {
+                                    // Truthful: the lost transaction is rolled back.
+                                    Some(false) => {
+                                        *owed = None;
+                                        *lost_tx = false;
+                                        let mut out = BytesMut::with_capacity(32);
+                                        build::command_complete(&mut out, "ROLLBACK");
+                                        build::ready_for_query(&mut out, b'I');
+                                        cw.write_all(&out).await.is_ok()
+                                    }
+                                    // A COMMIT of a lost transaction fails, visibly.
+                                    Some(true) => {
+                                        *owed = None;
+                                        *lost_tx = false;
+                                        answer_errors(cw, code, &msg, 1, b'I').await
+                                    }
+                                    None if *lost_tx => {
+                                        answer_errors(cw, code, &msg, 1, b'E').await
+                                    }
+                                    None => {
+                                        *owed = None;
+                                        answer_errors(cw, code, &msg, 1, b'I').await
+                                    }
+                                };
+                                if !sent {
+                                    return Idle::End("client gone");
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
+            Ok(None) => {}
+        }
+        if ctx.shutdown.drain.is_cancelled() || ctx.shutdown.fast.is_cancelled() {
+            write_fatal(
+                cw,
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection due to administrator command",
+            )
+            .await;
+            return Idle::End("shutdown");
+        }
+        if client.buf.is_empty() && client.buf.capacity() > 8192 {
+            client.buf = BytesMut::new();
+        }
+        if client.buf.capacity() - client.buf.len() < 128 {
+            client.buf.reserve(256);
+        }
+        let killed = kill.kill_signal();
+        tokio::pin!(killed);
+        killed.as_mut().enable();
+        if kill.killed() {
+            write_fatal(
+                cw,
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection due to administrator command (KILL CLIENT)",
+            )
+            .await;
+            return Idle::End("killed by an operator");
+        }
+        let idle_limit = ctx
+            .config
+            .pool
+            .client_idle_limit
+            .unwrap_or(Duration::from_secs(u32::MAX as u64));
+        let read = tokio::select! {
+            r = cr.read_buf(&mut client.buf) => r,
+            _ = ctx.shutdown.drain.cancelled() => continue,
+            _ = ctx.shutdown.fast.cancelled() => continue,
+            _ = &mut killed => continue,
+            _ = tokio::time::sleep(idle_limit) => {
+                write_fatal(cw, sqlstate::ADMIN_SHUTDOWN, "terminating connection due to client idle limit").await;
+                return Idle::End("client idle limit");
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => return Idle::End("client left"),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Whether a simple Query ends a transaction: Some(true) commits (COMMIT / END), Some(false)
+/// rolls back (ROLLBACK / ABORT), None otherwise.
+fn ends_transaction(body: &[u8]) -> Option<bool> {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    let t = text.trim_matches(|c: char| c.is_whitespace() || c == ';' || c == '\0');
+    let first = t.split_whitespace().next().unwrap_or("");
+    match first {
+        "commit" | "end" => Some(true),
+        "rollback" | "abort" if !t.contains(" to ") => Some(false),
+        _ => None,
+    }
+}
+
+/// Sends `n` × (ErrorResponse, ReadyForQuery with `status`). Returns false if the client is
+/// gone.
+pub async fn answer_errors<W: AsyncWrite + Unpin>(
+    cw: &mut W,
+    code: &str,
+    message: &str,
+    n: u32,
+    status: u8,
+) -> bool {
+    let mut out = BytesMut::with_capacity(256);
+    for _ in 0..n {
+        build::error_response(
+            &mut out,
+            &ErrorFields {
+                severity: "ERROR",
+                code,
+                message,
+                detail: None,
+                hint: Some(
+                    "pgpivot moved this connection to the new primary; retry the transaction",
+                ),
+            },
+        );
+        build::ready_for_query(&mut out, status);
+    }
+    tokio::time::timeout(Duration::from_secs(5), cw.write_all(&out))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}

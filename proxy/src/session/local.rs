@@ -1,0 +1,68 @@
+//! Commands pgpivot answers itself on the data port (Pgpool's `SHOW pool_*`), from cached state,
+//! with or without a server connection: a liveness probe never waits on a backend.
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use pgpivot_admin::{Responder, Surface};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::shared::Shared;
+use super::Ctx;
+
+pub enum Local {
+    /// Answered and consumed.
+    Answered,
+    /// For PostgreSQL (left in the buffer).
+    Forward,
+    ClientGone,
+}
+
+/// Answers the complete message (`len` bytes) at the front of `buf` if it is pgpivot's.
+pub async fn answer<W: AsyncWrite + Unpin>(
+    ctx: &Ctx,
+    cw: &mut W,
+    buf: &mut BytesMut,
+    len: usize,
+    shared: &Shared,
+    status: u8,
+) -> Local {
+    let tag = buf[0];
+    let mut responder = {
+        let mut prep = shared.prep();
+        if !Responder::is_local(prep.local.as_deref(), tag, &buf[5..len]) {
+            if let Some(r) = prep.local.as_mut() {
+                if r.batch_open() {
+                    r.end_batch();
+                }
+            }
+            return Local::Forward;
+        }
+        prep.local
+            .take()
+            .unwrap_or_else(|| Box::new(Responder::new(Surface::DataPort)))
+    };
+    let mut out = BytesMut::new();
+    let flow = responder
+        .handle(tag, &buf[5..len], ctx, status, &mut out)
+        .await;
+    if responder.has_names() {
+        shared.prep().local = Some(responder);
+    }
+    if flow.is_none() {
+        return Local::Forward;
+    }
+    buf.advance(len);
+    if out.is_empty() {
+        return Local::Answered;
+    }
+    match tokio::time::timeout(Duration::from_secs(10), cw.write_all(&out)).await {
+        Ok(Ok(())) => Local::Answered,
+        _ => Local::ClientGone,
+    }
+}
+
+/// A locally answered extended-protocol batch is waiting for its Sync.
+pub fn batch_open(shared: &Shared) -> bool {
+    shared.prep().local.as_ref().is_some_and(|r| r.batch_open())
+}

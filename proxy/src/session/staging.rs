@@ -1,0 +1,328 @@
+//! The synchronous half of the pumps: scanning what one side sent, the bookkeeping pooling
+//! needs (requests in flight, transaction state, parameters, pinning, statement counts), and
+//! staging what goes on to the other side. No awaits here, so the prepared-statement lock is
+//! never held across one.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use pgpivot_protocol::frame::Scan;
+use pgpivot_protocol::sqlstate;
+use pgpivot_protocol::views::{self, ErrorView};
+
+use super::forward::{ClientEnd, ClientSide, ServerEnd, ServerSide, MAX_TERMINATE};
+use super::prepared;
+use super::shared::{PrepState, Shared};
+use super::sql::{self, Effect};
+use crate::topology::counters::{classify, NodeCounters};
+
+fn client_interesting(tag: u8) -> bool {
+    tag == b'X' || tag == b'Q' || prepared::is_statement_message(tag)
+}
+
+/// Why staging stopped.
+pub(super) enum Stop {
+    /// Everything complete was staged; read more.
+    NeedInput,
+    /// The client sent Terminate.
+    Terminate,
+    /// A command pgpivot answers itself is next in the buffer.
+    Local,
+}
+
+/// Scans what the client sent and stages it (rewritten where prepared statements need it) in
+/// `side.out`. Synchronous, so the prepared-statement lock is never held across an await.
+/// Returns how many input bytes were consumed and why it stopped.
+pub(super) fn stage_client_bytes(
+    side: &mut ClientSide,
+    shared: &Shared,
+    max_message: usize,
+    counters: Option<&NodeCounters>,
+) -> Result<(usize, Stop), ClientEnd> {
+    let mut pos = 0;
+    let mut stop = Stop::NeedInput;
+    side.out.clear();
+    let mut prep = shared.prep();
+    loop {
+        let PrepState { plan, .. } = &mut *prep;
+        let scan = side.scan.scan(&side.buf[pos..], |tag| {
+            if client_interesting(tag) {
+                return true;
+            }
+            match tag {
+                b'S' => {
+                    shared.pending.fetch_add(1, Ordering::Relaxed);
+                    shared.syncs_since_execute.fetch_add(1, Ordering::Relaxed);
+                    shared.unsynced.store(false, Ordering::Relaxed);
+                }
+                b'F' => {
+                    shared.pending.fetch_add(1, Ordering::Relaxed);
+                }
+                b'E' => {
+                    shared.syncs_since_execute.store(0, Ordering::Relaxed);
+                    shared.unsynced.store(true, Ordering::Relaxed);
+                }
+                b'H' => shared.unsynced.store(true, Ordering::Relaxed),
+                b'c' | b'f' => {
+                    let ignored = shared.syncs_since_execute.swap(0, Ordering::Relaxed);
+                    if ignored > 0 {
+                        let _ = shared.pending.fetch_update(
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                            |p| Some(p.saturating_sub(ignored)),
+                        );
+                        plan.forget_syncs(ignored);
+                    }
+                }
+                _ => {}
+            }
+            plan.on_client_message(tag);
+            false
+        });
+        match scan {
+            Ok(Scan::Pass(n)) => {
+                side.out.extend_from_slice(&side.buf[pos..pos + n]);
+                pos += n;
+            }
+            Ok(Scan::Message { tag, len }) => {
+                if tag != b'X'
+                    && !shared.unsynced.load(Ordering::Relaxed)
+                    && pgpivot_admin::Responder::is_local(
+                        prep.local.as_deref(),
+                        tag,
+                        &side.buf[pos + 5..pos + len],
+                    )
+                {
+                    // Answered by pgpivot once what precedes it has been answered.
+                    if pos == 0 {
+                        shared.yield_wanted.store(true, Ordering::Relaxed);
+                        shared.wake.notify_one();
+                        return Err(ClientEnd::Yield);
+                    }
+                    stop = Stop::Local;
+                    break;
+                }
+                side.scan.consume(len);
+                let frame = &side.buf[pos..pos + len];
+                pos += len;
+                if tag == b'X' {
+                    stop = Stop::Terminate;
+                    break;
+                }
+                if tag == b'Q' {
+                    shared.syncs_since_execute.store(0, Ordering::Relaxed);
+                    shared.pending.fetch_add(1, Ordering::Relaxed);
+                    shared.unsynced.store(false, Ordering::Relaxed);
+                    let text = views::query_text(&frame[5..]);
+                    count_statement(text, counters);
+                    pin_effects(text, shared);
+                } else {
+                    shared.unsynced.store(true, Ordering::Relaxed);
+                    if tag == b'P' {
+                        let text = parse_query_text(&frame[5..]);
+                        count_statement(text, counters);
+                        pin_effects(text, shared);
+                    }
+                }
+                let PrepState {
+                    plan,
+                    client,
+                    server,
+                    ..
+                } = &mut *prep;
+                let r = prepared::rewrite_client_message(
+                    tag,
+                    frame,
+                    client,
+                    server,
+                    plan,
+                    &mut side.out,
+                );
+                tracing::trace!(tag = %(tag as char), result = ?r, settled = plan.is_settled(), "client message");
+                if let Err(e) = r {
+                    shared.request_stop(e.sqlstate(), e.to_string());
+                    return Err(ClientEnd::Handover);
+                }
+            }
+            Ok(Scan::NeedMore { wanted }) => {
+                let have = side.buf.len() - pos;
+                let limit = match side.buf.get(pos) {
+                    Some(b'X') => MAX_TERMINATE,
+                    _ => max_message,
+                };
+                if wanted > limit {
+                    shared.request_stop(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        format!("invalid message length {}", wanted - 1),
+                    );
+                    return Err(ClientEnd::Handover);
+                }
+                side.buf.reserve(wanted.saturating_sub(have));
+                break;
+            }
+            Err(e) => {
+                shared.request_stop(e.sqlstate(), e.to_string());
+                return Err(ClientEnd::Handover);
+            }
+        }
+    }
+    Ok((pos, stop))
+}
+
+fn count_statement(text: Option<&[u8]>, counters: Option<&NodeCounters>) {
+    if let (Some(text), Some(c)) = (text, counters) {
+        c.statement(classify(text));
+    }
+}
+
+/// Session-bound statements pin the client (prepared-statement resets are the plan's business:
+/// it sees their CommandComplete).
+fn pin_effects(text: Option<&[u8]>, shared: &Shared) {
+    let Some(text) = text else { return };
+    for e in sql::effects(text) {
+        if let Effect::Pin(why) = e {
+            shared.pin(why);
+        }
+    }
+}
+
+/// The query text of a Parse body: name\0 query\0 ...
+fn parse_query_text(body: &[u8]) -> Option<&[u8]> {
+    let name_end = body.iter().position(|&b| b == 0)?;
+    let rest = body.get(name_end + 1..)?;
+    let q_end = rest.iter().position(|&b| b == 0)?;
+    Some(&rest[..q_end])
+}
+
+/// Scans what the server sent and stages what the client must see in `side.out` (the plan may
+/// rewrite replies). Synchronous, so the prepared-statement lock is never held across an await.
+/// Returns how many input bytes were consumed.
+pub(super) fn stage_server_bytes(
+    side: &mut ServerSide,
+    shared: &Shared,
+    server_params: &mut HashMap<String, String>,
+    client_params: &mut HashMap<String, String>,
+    server_fatal: &mut bool,
+    counters: Option<&NodeCounters>,
+) -> Result<usize, ServerEnd> {
+    let mut pos = 0;
+    side.out.clear();
+    let mut prep = shared.prep();
+    loop {
+        let PrepState {
+            plan,
+            client: cst,
+            server: sst,
+            ..
+        } = &mut *prep;
+        let scan = side.scan.scan(&side.buf[pos..], |t| {
+            matches!(t, b'Z' | b'E' | b'S') || plan.wants(t)
+        });
+        match scan {
+            Ok(Scan::Pass(n)) => {
+                side.out.extend_from_slice(&side.buf[pos..pos + n]);
+                pos += n;
+            }
+            Ok(Scan::Message { tag, len }) => {
+                side.scan.consume(len);
+                let frame = &side.buf[pos..pos + len];
+                pos += len;
+                if tag == b'E' {
+                    if let Some(c) = counters {
+                        c.error(ErrorView::new(&frame[5..]).severity().unwrap_or("ERROR"));
+                    }
+                }
+                let forward = observe(
+                    tag,
+                    &frame[5..],
+                    shared,
+                    server_params,
+                    client_params,
+                    server_fatal,
+                );
+                // A held-back FATAL of a dying server is not part of the client stream.
+                tracing::trace!(tag = %(tag as char), len, "server message");
+                if forward
+                    && plan
+                        .on_server_message(tag, frame, &mut side.out, cst, sst)
+                        .is_err()
+                {
+                    tracing::error!(
+                        "server reply out of step with the client's requests; closing session"
+                    );
+                    return Err(ServerEnd::ServerLost);
+                }
+            }
+            Ok(Scan::NeedMore { wanted }) => {
+                side.buf
+                    .reserve(wanted.saturating_sub(side.buf.len() - pos));
+                break;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "malformed message from server; closing session");
+                return Err(ServerEnd::ServerLost);
+            }
+        }
+    }
+    Ok(pos)
+}
+
+/// Bookkeeping for the server messages the pump reads: transaction state, session parameters,
+/// FATALs. Returns whether the message goes on to the client.
+fn observe(
+    tag: u8,
+    body: &[u8],
+    shared: &Shared,
+    server_params: &mut HashMap<String, String>,
+    client_params: &mut HashMap<String, String>,
+    server_fatal: &mut bool,
+) -> bool {
+    match tag {
+        b'Z' => {
+            let _ = shared
+                .pending
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                    Some(p.saturating_sub(1))
+                });
+            shared
+                .idle
+                .store(body.first() == Some(&b'I'), Ordering::Relaxed);
+            if let Some(&status) = body.first() {
+                shared.status.store(status, Ordering::Relaxed);
+            }
+        }
+        b'E' => {
+            let v = ErrorView::new(body);
+            if matches!(v.severity(), Some("FATAL" | "PANIC")) {
+                if shared.pinned().is_some() {
+                    // Its session state dies with this connection: the client must know.
+                    *server_fatal = true;
+                    return true;
+                }
+                let held = (
+                    v.sqlstate()
+                        .unwrap_or(sqlstate::CONNECTION_FAILURE)
+                        .to_string(),
+                    v.message().unwrap_or("server connection lost").to_string(),
+                );
+                *shared
+                    .server_fatal
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(held);
+                return false;
+            }
+        }
+        b'S' => {
+            if let Some((k, v)) = views::parameter_status(body) {
+                let (k, v) = (
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                );
+                server_params.insert(k.clone(), v.clone());
+                client_params.insert(k, v);
+            }
+        }
+        _ => {}
+    }
+    true
+}

@@ -131,6 +131,11 @@ impl Running {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// PAUSE is in force.
+    pub fn is_paused(&self) -> bool {
+        self.ctx.pause.is_paused()
+    }
+
     /// Resolves when an operator runs SHUTDOWN on the console.
     pub async fn shutdown_requested(&self) {
         self.ctx.shutdown.requested.cancelled().await

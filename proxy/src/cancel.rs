@@ -24,7 +24,8 @@ struct Entry {
     meta: ClientMeta,
     /// Node of the server connection the client holds now.
     node: Option<usize>,
-    killed: bool,
+    /// The session's shared state: how KILL CLIENT stops it.
+    session: Option<Arc<crate::session::forward::Shared>>,
 }
 
 /// Who a client is, for SHOW CLIENTS and the pool_* views.
@@ -51,8 +52,6 @@ pub struct ClientRow {
 pub struct CancelRegistry {
     next_pid: AtomicI32,
     entries: DashMap<i32, Entry>,
-    /// Woken when a client is killed; sessions then check their own flag.
-    kills: tokio::sync::Notify,
 }
 
 /// Removes the client's key when its session ends, however it ends.
@@ -77,17 +76,11 @@ impl CancelHandle {
         }
     }
 
-    /// `KILL CLIENT` was run for this client.
-    pub fn killed(&self) -> bool {
-        self.registry
-            .entries
-            .get(&self.pid)
-            .is_some_and(|e| e.killed)
-    }
-
-    /// Resolves when some client is killed (check [`Self::killed`] after it fires).
-    pub fn kill_signal(&self) -> tokio::sync::futures::Notified<'_> {
-        self.registry.kills.notified()
+    /// Lets `KILL CLIENT` reach the session.
+    pub fn set_session(&self, shared: Arc<crate::session::forward::Shared>) {
+        if let Some(mut e) = self.registry.entries.get_mut(&self.pid) {
+            e.session = Some(shared);
+        }
     }
 
     pub fn backend(&self) -> Option<BackendKey> {
@@ -103,7 +96,6 @@ impl CancelRegistry {
         Arc::new(CancelRegistry {
             next_pid: AtomicI32::new(rand::random::<u16>() as i32 + 1000),
             entries: DashMap::new(),
-            kills: tokio::sync::Notify::new(),
         })
     }
 
@@ -123,7 +115,7 @@ impl CancelRegistry {
                     backend: None,
                     meta,
                     node: None,
-                    killed: false,
+                    session: None,
                 });
                 return CancelHandle {
                     registry: self.clone(),
@@ -156,19 +148,17 @@ impl CancelRegistry {
             .collect()
     }
 
-    /// Marks a client for disconnection; false if there is no such client.
+    /// Ends a client's session (FATAL 57P01 at its next message boundary); false if there is
+    /// no such client.
     pub fn kill(&self, id: i32) -> bool {
-        let found = match self.entries.get_mut(&id) {
-            Some(mut e) => {
-                e.killed = true;
-                true
-            }
-            None => false,
+        let Some(session) = self.entries.get(&id).and_then(|e| e.session.clone()) else {
+            return false;
         };
-        if found {
-            self.kills.notify_waiters();
-        }
-        found
+        session.request_stop(
+            pgpivot_protocol::sqlstate::ADMIN_SHUTDOWN,
+            "terminating connection due to administrator command".into(),
+        );
+        true
     }
 
     pub fn len(&self) -> usize {

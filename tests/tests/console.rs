@@ -140,6 +140,14 @@ async fn console_login_and_show_commands() {
     let err = app.simple_query("PAUSE").await.unwrap_err();
     assert_ne!(db_error(&err).0, "");
     assert!(!p.running.as_ref().unwrap().is_paused());
+    // KILL CLIENT reaches a client that holds no server connection (transaction mode, idle).
+    let id = &clients.iter().find(|r| r[3] == "orders").unwrap()[0];
+    console(&p, &format!("KILL CLIENT {id}")).await;
+    let err = tokio::time::timeout(Duration::from_secs(5), app.simple_query("SELECT 1"))
+        .await
+        .expect("answered")
+        .unwrap_err();
+    assert!(err.is_closed() || db_error(&err).0 == "57P01", "{err:?}");
     p.stop().await;
 }
 

@@ -128,7 +128,8 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         cancel,
     } = login;
     let mode = ctx.config.pool.mode;
-    let shared = Shared::new();
+    let shared = Arc::new(Shared::new());
+    cancel.set_session(shared.clone());
     let mut client = ClientSide {
         buf,
         scan: Scanner::new(ctx.config.max_message_bytes),
@@ -156,7 +157,6 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 &mut owed,
                 &mut lost_tx,
                 parked.is_some(),
-                &cancel,
             )
             .await
             {
@@ -245,7 +245,6 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 ctx,
                 node,
                 mode,
-                &cancel,
             );
             tokio::pin!(c2s, s2c);
             // Client first: a request that made us attach must be staged before the server

@@ -204,7 +204,6 @@ pub async fn server_to_client<R, W>(
     ctx: &Ctx,
     node_id: usize,
     mode: PoolMode,
-    kill: &crate::cancel::CancelHandle,
 ) -> ServerEnd
 where
     R: AsyncRead + Unpin,
@@ -218,15 +217,6 @@ where
         let changed = ctx.topology.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let killed = kill.kill_signal();
-        tokio::pin!(killed);
-        killed.as_mut().enable();
-        if kill.killed() {
-            shared.request_stop(
-                sqlstate::ADMIN_SHUTDOWN,
-                "terminating connection due to administrator command (KILL CLIENT)".into(),
-            );
-        }
         if shared.busy.load(Ordering::Relaxed) && side.buf.is_empty() && shared.quiescent() {
             shared.busy.store(false, Ordering::Relaxed);
             ctx.pause.busy_leave();
@@ -284,7 +274,6 @@ where
             biased;
             _ = shared.wake.notified() => continue,
             _ = &mut changed => continue,
-            _ = &mut killed => continue,
             _ = ctx.shutdown.fast.cancelled() => continue,
             _ = ctx.shutdown.drain.cancelled(), if !draining => {
                 draining = true;

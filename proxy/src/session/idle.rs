@@ -34,7 +34,6 @@ pub async fn idle_turn<R, W>(
     owed: &mut Option<(&'static str, String)>,
     lost_tx: &mut bool,
     parked: bool,
-    kill: &crate::cancel::CancelHandle,
 ) -> Idle
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -160,17 +159,12 @@ where
         if client.buf.capacity() - client.buf.len() < 128 {
             client.buf.reserve(256);
         }
-        let killed = kill.kill_signal();
-        tokio::pin!(killed);
-        killed.as_mut().enable();
-        if kill.killed() {
-            write_fatal(
-                cw,
-                sqlstate::ADMIN_SHUTDOWN,
-                "terminating connection due to administrator command (KILL CLIENT)",
-            )
-            .await;
-            return Idle::End("killed by an operator");
+        let woken = shared.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if let Some((code, message)) = shared.take_stop() {
+            write_fatal(cw, code, &message).await;
+            return Idle::End("ended by pgpivot (KILL CLIENT)");
         }
         let idle_limit = ctx
             .config
@@ -181,7 +175,7 @@ where
             r = cr.read_buf(&mut client.buf) => r,
             _ = ctx.shutdown.drain.cancelled() => continue,
             _ = ctx.shutdown.fast.cancelled() => continue,
-            _ = &mut killed => continue,
+            _ = &mut woken => continue,
             _ = tokio::time::sleep(idle_limit) => {
                 write_fatal(cw, sqlstate::ADMIN_SHUTDOWN, "terminating connection due to client idle limit").await;
                 return Idle::End("client idle limit");

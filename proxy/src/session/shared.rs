@@ -126,7 +126,7 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    pub(super) fn take_stop(&self) -> Option<(&'static str, String)> {
+    pub fn take_stop(&self) -> Option<(&'static str, String)> {
         self.stop.lock().ok().and_then(|mut s| s.take())
     }
 

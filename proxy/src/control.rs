@@ -73,7 +73,7 @@ impl Control for Ctx {
             .into_iter()
             .map(|(key, pool)| {
                 let c = pool.counts();
-                let st = &pool.stats;
+                let st = pool.stats().snapshot();
                 PoolInfo {
                     node_id: key.node_id,
                     user: key.user,
@@ -83,11 +83,16 @@ impl Control for Ctx {
                     idle: c.idle,
                     active: c.active,
                     waiting: c.waiting,
-                    connects: st.created.load(Ordering::Relaxed),
+                    connects: st.created,
                     stats: PoolStats {
-                        transactions: st.checkouts.load(Ordering::Relaxed),
-                        wait: Duration::from_micros(st.wait_micros.load(Ordering::Relaxed)),
-                        ..Default::default()
+                        transactions: st.transactions,
+                        queries: st.queries,
+                        bytes_in: st.bytes_in,
+                        bytes_out: st.bytes_out,
+                        wait: Duration::from_micros(st.wait_micros),
+                        query_time: Duration::from_micros(st.query_micros),
+                        query_p99: (st.query_p99_micros > 0)
+                            .then(|| Duration::from_micros(st.query_p99_micros)),
                     },
                 }
             })

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 use pgpivot::config::Config;
 use pgpivot::server::Running;
 use tokio::signal::unix::{signal, SignalKind};
@@ -21,6 +22,26 @@ struct Cli {
     /// Validate the configuration, print the effective settings (secrets masked) and exit.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Ask the running pgpivot's health endpoint (PGPIVOT_METRICS_ADDR); exit 0 on 200, 1
+    /// otherwise. For Kubernetes exec probes; starts nothing.
+    Probe {
+        #[arg(value_enum)]
+        what: ProbeKind,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum ProbeKind {
+    /// GET /livez: the process serves (backends do not matter).
+    Live,
+    /// GET /readyz: a primary is known and pgpivot is not draining.
+    Ready,
 }
 
 fn main() -> ExitCode {
@@ -30,12 +51,19 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("pgpivot: invalid configuration: {e}");
+            // A probe answers 0 or 1 only.
+            if cli.command.is_some() {
+                return ExitCode::FAILURE;
+            }
             return ExitCode::from(2);
         }
     };
     if cli.check {
         print_check(&config);
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Probe { what }) = cli.command {
+        return probe(&config, what);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -51,6 +79,33 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pgpivot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `pgpivot probe live|ready`: the whole exchange is bounded to 1 s.
+fn probe(config: &Config, what: ProbeKind) -> ExitCode {
+    use pgpivot::metrics::probe;
+    let Some(listen) = config.metrics_addr else {
+        eprintln!("pgpivot probe: the health endpoint is turned off (PGPIVOT_METRICS_ADDR=off)");
+        return ExitCode::FAILURE;
+    };
+    let path = match what {
+        ProbeKind::Live => "/livez",
+        ProbeKind::Ready => "/readyz",
+    };
+    match probe::get(probe::target(listen), path, Duration::from_secs(1)) {
+        Ok((status, body)) => {
+            print!("{body}");
+            if status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            println!("pgpivot probe: {e}");
             ExitCode::FAILURE
         }
     }
@@ -74,6 +129,10 @@ fn init_logging() {
 fn print_check(config: &Config) {
     println!("configuration OK");
     println!("listen_addr = {}", config.listen_addr);
+    match config.metrics_addr {
+        Some(a) => println!("metrics_addr = {a} (/metrics, /livez, /readyz)"),
+        None => println!("metrics_addr = off"),
+    }
     if let Some(p) = config.socket_path() {
         println!("unix_socket = {}", p.display());
     }

@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
+use crate::metrics::{HttpServer, Liveness, Metrics};
 use crate::pool::Pools;
 use crate::session::{self, Ctx, UserDb};
 use crate::shutdown::Shutdown;
@@ -24,6 +25,9 @@ pub struct Running {
     /// The admin console's address, when it is enabled.
     pub admin_addr: Option<SocketAddr>,
     pub socket_path: Option<PathBuf>,
+    /// Where `/metrics`, `/livez` and `/readyz` answer (None when turned off).
+    pub metrics_addr: Option<SocketAddr>,
+    http: Option<HttpServer>,
     ctx: Arc<Ctx>,
     sessions: TaskTracker,
     listeners: TaskTracker,
@@ -37,12 +41,30 @@ impl Running {
         let nodes: Vec<NodeView> = config.backends.iter().map(NodeView::new).collect();
         let topology = Topology::new(RoutingTable::empty(), nodes);
         let monitor_stop = CancellationToken::new();
-        monitor::spawn(&config, topology.clone(), monitor_stop.clone());
+        // Stops the monitor again if a listener below cannot be bound.
+        let started = monitor_stop.clone().drop_guard();
+        let metrics = Arc::new(Metrics::new());
+        let liveness = Arc::new(Liveness::default());
+        monitor::spawn(
+            &config,
+            topology.clone(),
+            monitor_stop.clone(),
+            metrics.clone(),
+            liveness.clone(),
+        );
 
         let tcp = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
         let local_addr = tcp.local_addr()?;
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (PGPIVOT_METRICS_ADDR)"))?,
+            ),
+            None => None,
+        };
         let socket_path = config.socket_path();
         let unix = match &socket_path {
             Some(path) => Some(bind_unix(path)?),
@@ -61,6 +83,7 @@ impl Running {
             Some((l, _)) => Some(l.local_addr()?),
             None => None,
         };
+        started.disarm();
         let pools = Pools::new(&config);
         pools.spawn_upkeep(topology.clone(), monitor_stop.clone());
         let ctx = Arc::new(Ctx {
@@ -76,7 +99,14 @@ impl Running {
             topology,
             cancels: CancelRegistry::new(),
             shutdown: Shutdown::new(),
+            metrics,
+            liveness,
         });
+        let http = match metrics_listener {
+            Some(l) => Some(HttpServer::spawn(l, ctx.clone())?),
+            None => None,
+        };
+        let metrics_addr = http.as_ref().map(|h| h.local_addr);
         let sessions = TaskTracker::new();
         let listeners = TaskTracker::new();
         listeners.spawn(accept_tcp(tcp, ctx.clone(), sessions.clone()));
@@ -96,6 +126,7 @@ impl Running {
             listen = %local_addr,
             socket = ?socket_path,
             admin = ?admin_addr,
+            metrics = ?metrics_addr,
             backends = ctx.config.backends.len(),
             check_interval_ms = ctx.config.check.interval.as_millis() as u64,
             pool_mode = ctx.config.pool.mode.as_str(),
@@ -106,6 +137,8 @@ impl Running {
             local_addr,
             admin_addr,
             socket_path,
+            metrics_addr,
+            http,
             ctx,
             sessions,
             listeners,
@@ -115,6 +148,11 @@ impl Running {
 
     pub fn topology(&self) -> Arc<Topology> {
         self.ctx.topology.clone()
+    }
+
+    /// The server connection pools (their counts and `stats()`).
+    pub fn pools(&self) -> Arc<Pools> {
+        self.ctx.pools.clone()
     }
 
     /// Clients ever pinned to a server connection by session-bound state.
@@ -180,6 +218,10 @@ impl Running {
         self.ctx.shutdown.fast.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(3), self.sessions.wait()).await;
         self.listeners.wait().await;
+        // Health answers until here: `/readyz` says 503 while draining.
+        if let Some(h) = self.http {
+            h.stop().await;
+        }
         self.monitor_stop.cancel();
         if let Some(p) = &self.socket_path {
             let _ = std::fs::remove_file(p);
@@ -209,6 +251,8 @@ fn bind_unix(path: &PathBuf) -> anyhow::Result<UnixListener> {
 }
 
 async fn accept_tcp(listener: TcpListener, ctx: Arc<Ctx>, sessions: TaskTracker) {
+    let liveness = ctx.liveness.clone();
+    let _alive = liveness.listener();
     loop {
         let accepted = tokio::select! {
             _ = ctx.shutdown.drain.cancelled() => return,

@@ -101,6 +101,8 @@ pub struct CheckSettings {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_addr: SocketAddr,
+    /// Where `/metrics`, `/livez` and `/readyz` are served; None when turned off.
+    pub metrics_addr: Option<SocketAddr>,
     pub port: u16,
     pub socket_dir: Option<PathBuf>,
     pub socket_trust: bool,
@@ -160,6 +162,17 @@ impl Config {
                 )
             })?,
             None => SocketAddr::from(([0, 0, 0, 0], port)),
+        };
+        let metrics_addr = match raw.get("metrics_addr") {
+            None => None,
+            Some(v) if parse_bool(&v.value) == Some(false) => None,
+            Some(v) => Some(v.value.trim().parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    &raw,
+                    "metrics_addr",
+                    "expected host:port (e.g. 0.0.0.0:9090) or off",
+                )
+            })?),
         };
         let backends = match raw.get("backend_nodes") {
             Some(v) => parse_backend_nodes(&v.value).map_err(|reason| ConfigError::Invalid {
@@ -227,6 +240,7 @@ impl Config {
         }
         Ok(Config {
             listen_addr,
+            metrics_addr,
             port,
             socket_dir: text("socket_dir").map(PathBuf::from),
             socket_trust: flag("socket_trust").unwrap_or(true),
@@ -464,6 +478,26 @@ mod tests {
         assert_eq!(c.auth_method, AuthMethod::ScramSha256);
         assert_eq!(c.user("app").unwrap().password, "secret");
         assert!(c.socket_path().is_none());
+        assert_eq!(c.metrics_addr, Some(SocketAddr::from(([0, 0, 0, 0], 9090))));
+    }
+
+    #[test]
+    fn metrics_addr_can_be_moved_or_turned_off() {
+        for (value, want) in [
+            (
+                "127.0.0.1:19090",
+                Some(SocketAddr::from(([127, 0, 0, 1], 19090))),
+            ),
+            ("off", None),
+            ("no", None),
+            // Empty means unset (Bitnami convention): the default.
+            ("", Some(SocketAddr::from(([0, 0, 0, 0], 9090)))),
+        ] {
+            let mut e = base();
+            e.push(("PGPIVOT_METRICS_ADDR", value));
+            let c = Config::from_sources(None, &env(&e)).unwrap();
+            assert_eq!(c.metrics_addr, want, "{value:?}");
+        }
     }
 
     #[test]
@@ -507,6 +541,7 @@ mod tests {
                 "PGPOOL_AUTHENTICATION_METHOD",
             ),
             ("PGPIVOT_LISTEN_ADDR", "localhost", "PGPIVOT_LISTEN_ADDR"),
+            ("PGPIVOT_METRICS_ADDR", "9090", "PGPIVOT_METRICS_ADDR"),
             (
                 "PGPOOL_POSTGRES_CUSTOM_USERS",
                 "a,b",

@@ -90,6 +90,13 @@ pub const SETTINGS: &[Setting] = &[
         "TCP listen address (default 0.0.0.0:<port>)",
     ),
     s(
+        "metrics_addr",
+        "PGPIVOT_METRICS_ADDR",
+        Text,
+        Some("0.0.0.0:9090"),
+        "HTTP address of /metrics, /livez and /readyz (off: no endpoint)",
+    ),
+    s(
         "port",
         "PGPOOL_PORT_NUMBER",
         Number,

@@ -5,7 +5,7 @@
 //! connection that comes back in a bad state is closed and its slot handed to the next waiter.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use super::server::Server;
 use crate::backend::connect::{connect, ConnectError};
+use crate::stats::PoolStats;
 
 /// What a waiter is handed: a ready connection, or the right to open one.
 enum Handoff {
@@ -36,14 +37,6 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub lifetime: Duration,
     pub idle_timeout: Duration,
-}
-
-#[derive(Default)]
-pub struct PoolStats {
-    pub checkouts: AtomicU64,
-    pub created: AtomicU64,
-    pub closed_bad_state: AtomicU64,
-    pub wait_micros: AtomicU64,
 }
 
 struct Inner {
@@ -111,6 +104,11 @@ impl Pool {
         // A poisoned lock only means another task panicked mid-update; the counts are still
         // the best we have.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Traffic and wait counters of this pool (for `SHOW STATS`).
+    pub fn stats(&self) -> &PoolStats {
+        &self.stats
     }
 
     pub fn counts(&self) -> PoolCounts {

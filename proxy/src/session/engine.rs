@@ -73,10 +73,12 @@ pub async fn checkout(
         let pool = ctx
             .pools
             .get(&route, startup.user(), startup.database(), options);
-        match pool
+        let waited = Instant::now();
+        let checked_out = pool
             .checkout(startup, password, ctx.config.pool.query_wait_timeout)
-            .await
-        {
+            .await;
+        ctx.metrics.pool_wait.record(waited.elapsed().as_secs_f64());
+        match checked_out {
             Ok(server) => {
                 if super::forward::still_primary(ctx, server.node_id) {
                     return Ok((server, pool));
@@ -216,6 +218,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         sside.buf.extend_from_slice(&a.server.conn.leftover);
         a.server.conn.leftover.clear();
         sside.scan = Scanner::new(i32::MAX as usize);
+        sside.pool = Some(a.pool.clone());
         let node = a.server.node_id;
         tracing::trace!(server_pid = a.server.conn.pid, "attached");
         // The pumps live on the heap for the attachment only: an idle client's task stays small.
@@ -261,6 +264,8 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         })
         .await;
         cancel.set_backend(None, None);
+        sside.pool = None;
+        shared.tally.flush(Some(a.pool.stats()), &ctx.metrics);
         shared.yield_wanted.store(false, Ordering::Relaxed);
         if !matches!(end, Ok(ServerEnd::Yield)) && shared.busy.swap(false, Ordering::Relaxed) {
             ctx.pause.busy_leave();
@@ -314,6 +319,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 a.pool.checkin(a.server, false);
                 if let Some(why) = shared.pinned() {
                     let msg = format!("terminating connection: its server connection held session state ({why}) and the primary changed");
+                    ctx.metrics.error_sent(Some(sqlstate::ADMIN_SHUTDOWN));
                     write_fatal(&mut cw, sqlstate::ADMIN_SHUTDOWN, &msg).await;
                     break "pinned client lost its server";
                 }
@@ -351,6 +357,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 // look at (a statement Close), so its COMMIT must fail too — never "succeed" on a
                 // fresh connection with nothing to commit.
                 let status = if in_transaction { b'E' } else { b'I' };
+                ctx.metrics.errors_sent(Some(code), u64::from(pending));
                 if pending > 0 && !answer_errors(&mut cw, code, &msg, pending, status).await {
                     break "client gone";
                 }

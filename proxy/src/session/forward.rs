@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use pgpivot_protocol::build::{self, ErrorFields};
@@ -25,6 +26,7 @@ pub use super::shared::{PrepState, Shared};
 use super::staging::{stage_client_bytes, stage_server_bytes, Stop};
 use super::Ctx;
 use crate::config::PoolMode;
+use crate::pool::Pool;
 
 const CLIENT_CHUNK: usize = 8 * 1024;
 const SERVER_CHUNK: usize = 16 * 1024;
@@ -135,6 +137,7 @@ where
             }
             shared.in_flight.store(pos, Ordering::Relaxed);
             let wrote = server.write_all(&side.out).await;
+            shared.tally.bytes_in(side.out.len());
             // Written or lost with the server: either way these requests are counted as sent
             // (they get a reply or an error) and must never be sent again.
             side.buf.advance(pos);
@@ -174,6 +177,8 @@ pub struct ServerSide {
     pub buf: BytesMut,
     pub scan: Scanner,
     pub out: BytesMut,
+    /// The attached connection's pool, whose stats the session's counts go to.
+    pub pool: Option<Arc<Pool>>,
 }
 
 impl Default for ServerSide {
@@ -189,6 +194,7 @@ impl ServerSide {
             buf: BytesMut::new(),
             scan: Scanner::new(SERVER_MAX_MESSAGE),
             out: BytesMut::new(),
+            pool: None,
         }
     }
 }
@@ -237,6 +243,7 @@ where
         };
         if let Some((code, message)) = stop {
             if at_boundary {
+                ctx.metrics.error_sent(Some(code));
                 let _ = write_fatal(client, code, &message).await;
             }
             return ServerEnd::Stopped(code);
@@ -298,12 +305,19 @@ where
             client_params,
             &mut server_fatal,
             counters,
+            &ctx.metrics,
         ) {
             Ok(pos) => pos,
             Err(end) => return end,
         };
-        if !side.out.is_empty() && client.write_all(&side.out).await.is_err() {
-            return ServerEnd::ClientGone;
+        if !side.out.is_empty() {
+            if client.write_all(&side.out).await.is_err() {
+                return ServerEnd::ClientGone;
+            }
+            shared.tally.bytes_out(side.out.len());
+            shared
+                .tally
+                .flush_if_due(side.pool.as_deref().map(Pool::stats), &ctx.metrics);
         }
         side.buf.advance(pos);
     }

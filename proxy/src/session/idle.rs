@@ -42,6 +42,7 @@ where
     loop {
         match header(&client.buf, ctx.config.max_message_bytes) {
             Err(e) => {
+                ctx.metrics.error_sent(Some(e.sqlstate()));
                 write_fatal(cw, e.sqlstate(), &e.to_string()).await;
                 return Idle::End("protocol violation");
             }
@@ -67,6 +68,7 @@ where
                 match tag {
                     b'X' if len > super::forward::MAX_TERMINATE => {
                         let msg = format!("invalid message length {}", len - 1);
+                        ctx.metrics.error_sent(Some(sqlstate::PROTOCOL_VIOLATION));
                         write_fatal(cw, sqlstate::PROTOCOL_VIOLATION, &msg).await;
                         return Idle::End("protocol violation");
                     }
@@ -108,6 +110,9 @@ where
                             };
                             client.buf.advance(len);
                             if tag == b'Q' || tag == b'S' || tag == b'F' {
+                                if ends != Some(false) {
+                                    ctx.metrics.error_sent(Some(code));
+                                }
                                 tracing::debug!(tag = %(tag as char), ?ends, lost_tx = *lost_tx, "answering a request of a lost transaction");
                                 let sent = match ends {
                                     // Truthful: the lost transaction is rolled back.
@@ -145,6 +150,7 @@ where
             Ok(None) => {}
         }
         if ctx.shutdown.drain.is_cancelled() || ctx.shutdown.fast.is_cancelled() {
+            ctx.metrics.error_sent(Some(sqlstate::ADMIN_SHUTDOWN));
             write_fatal(
                 cw,
                 sqlstate::ADMIN_SHUTDOWN,
@@ -163,6 +169,7 @@ where
         tokio::pin!(woken);
         woken.as_mut().enable();
         if let Some((code, message)) = shared.take_stop() {
+            ctx.metrics.error_sent(Some(code));
             write_fatal(cw, code, &message).await;
             return Idle::End("ended by pgpivot (KILL CLIENT)");
         }
@@ -177,6 +184,7 @@ where
             _ = ctx.shutdown.fast.cancelled() => continue,
             _ = &mut woken => continue,
             _ = tokio::time::sleep(idle_limit) => {
+                ctx.metrics.error_sent(Some(sqlstate::ADMIN_SHUTDOWN));
                 write_fatal(cw, sqlstate::ADMIN_SHUTDOWN, "terminating connection due to client idle limit").await;
                 return Idle::End("client idle limit");
             }

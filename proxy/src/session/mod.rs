@@ -12,6 +12,7 @@ pub mod prepared;
 mod shared;
 pub mod sql;
 mod staging;
+mod tally;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -30,6 +31,7 @@ use conn::ClientConn;
 use crate::cancel::{send_cancel, CancelRegistry};
 use crate::config::Config;
 use crate::error::SessionError;
+use crate::metrics::{Liveness, Metrics};
 use crate::pool::{server::is_settable, Pool, Pools, Server};
 use crate::shutdown::Shutdown;
 use crate::topology::Topology;
@@ -55,6 +57,10 @@ pub struct Ctx {
     /// Prepared statements some server connection has accepted: a client's Parse of one of these
     /// can be answered without a server (see `prepared::parse_offline`).
     pub known_statements: dashmap::DashSet<u64>,
+    /// Prometheus counters and histograms of this instance.
+    pub metrics: Arc<Metrics>,
+    /// Flags `/livez` reads.
+    pub liveness: Arc<Liveness>,
 }
 
 /// A client socket that can be split into independently owned halves for the two pumps.
@@ -101,12 +107,17 @@ pub async fn run<S: ClientSocket>(ctx: Arc<Ctx>, stream: S, peer: Option<std::ne
         Ok(Some(l)) => l,
         Ok(None) => return,
         Err(SessionError::ServerRefused(frame)) => {
+            let code = frame
+                .get(5..)
+                .and_then(|body| pgpivot_protocol::views::ErrorView::new(body).sqlstate());
+            ctx.metrics.error_sent(code);
             let _ = conn.write(&frame).await;
             return;
         }
         Err(SessionError::Io(_)) => return,
         Err(e) => {
             tracing::info!(error = %e, code = e.sqlstate(), "session refused");
+            ctx.metrics.error_sent(Some(e.sqlstate()));
             conn.fatal(e.sqlstate(), &e.to_string()).await;
             return;
         }
@@ -143,6 +154,7 @@ async fn login<S: ClientSocket>(
         }
     };
     if clients > ctx.config.pool.max_client_conn {
+        ctx.metrics.error_sent(Some(sqlstate::TOO_MANY_CONNECTIONS));
         conn.fatal(
             sqlstate::TOO_MANY_CONNECTIONS,
             "sorry, too many clients already",

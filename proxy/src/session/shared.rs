@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use tokio::sync::Notify;
 
 use super::prepared::{ClientStatements, ResponsePlan, ServerStatements};
+use super::tally::Tally;
 
 /// State both pumps and the engine see. Lives for the whole client session.
 pub struct Shared {
@@ -43,6 +44,8 @@ pub struct Shared {
     pub server_fatal: Mutex<Option<(String, String)>>,
     stop: Mutex<Option<(&'static str, String)>>,
     pub(super) wake: Notify,
+    /// Traffic counts not yet added to the pool's and the process's totals.
+    pub tally: Tally,
 }
 
 impl Default for Shared {
@@ -70,7 +73,14 @@ impl Shared {
             server_fatal: Mutex::new(None),
             stop: Mutex::new(None),
             wake: Notify::new(),
+            tally: Tally::default(),
         }
+    }
+
+    /// A request that gets its own ReadyForQuery (Query, Sync, FunctionCall) is sent.
+    pub fn request_sent(&self) {
+        let before = self.pending.fetch_add(1, Ordering::Relaxed);
+        self.tally.request(before);
     }
 
     pub fn pending(&self) -> u32 {
@@ -112,6 +122,7 @@ impl Shared {
         self.in_flight.store(0, Ordering::Relaxed);
         self.server_boundary.store(true, Ordering::Relaxed);
         self.prep().plan.reset();
+        self.tally.reset_timers();
         *self.server_fatal.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 

@@ -14,6 +14,8 @@ use super::forward::{ClientEnd, ClientSide, ServerEnd, ServerSide, MAX_TERMINATE
 use super::prepared;
 use super::shared::{PrepState, Shared};
 use super::sql::{self, Effect};
+use crate::metrics::Metrics;
+use crate::pool::Pool;
 use crate::topology::counters::{classify, NodeCounters};
 
 fn client_interesting(tag: u8) -> bool {
@@ -51,14 +53,15 @@ pub(super) fn stage_client_bytes(
             }
             match tag {
                 b'S' => {
-                    shared.pending.fetch_add(1, Ordering::Relaxed);
+                    shared.request_sent();
                     shared.syncs_since_execute.fetch_add(1, Ordering::Relaxed);
                     shared.unsynced.store(false, Ordering::Relaxed);
                 }
                 b'F' => {
-                    shared.pending.fetch_add(1, Ordering::Relaxed);
+                    shared.request_sent();
                 }
                 b'E' => {
+                    shared.tally.query();
                     shared.syncs_since_execute.store(0, Ordering::Relaxed);
                     shared.unsynced.store(true, Ordering::Relaxed);
                 }
@@ -111,7 +114,8 @@ pub(super) fn stage_client_bytes(
                 }
                 if tag == b'Q' {
                     shared.syncs_since_execute.store(0, Ordering::Relaxed);
-                    shared.pending.fetch_add(1, Ordering::Relaxed);
+                    shared.tally.query();
+                    shared.request_sent();
                     shared.unsynced.store(false, Ordering::Relaxed);
                     let text = views::query_text(&frame[5..]);
                     count_statement(text, counters);
@@ -204,6 +208,7 @@ pub(super) fn stage_server_bytes(
     client_params: &mut HashMap<String, String>,
     server_fatal: &mut bool,
     counters: Option<&NodeCounters>,
+    metrics: &Metrics,
 ) -> Result<usize, ServerEnd> {
     let mut pos = 0;
     side.out.clear();
@@ -242,6 +247,16 @@ pub(super) fn stage_server_bytes(
                 );
                 // A held-back FATAL of a dying server is not part of the client stream.
                 tracing::trace!(tag = %(tag as char), len, "server message");
+                match tag {
+                    b'Z' => shared.tally.ready(
+                        frame.get(5).copied().unwrap_or(b'I'),
+                        shared.pending(),
+                        side.pool.as_deref().map(Pool::stats),
+                        metrics,
+                    ),
+                    b'E' if forward => metrics.error_sent(ErrorView::new(&frame[5..]).sqlstate()),
+                    _ => {}
+                }
                 if forward
                     && plan
                         .on_server_message(tag, frame, &mut side.out, cst, sst)

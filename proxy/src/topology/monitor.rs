@@ -17,9 +17,17 @@ use super::routing::{
     FailoverRecord, Operator, OperatorReply, PrimaryRoute, RoutingTable, Topology,
 };
 use crate::config::Config;
+use crate::metrics::{Liveness, Metrics};
 
-/// Starts the monitor; it runs until `stop` is cancelled.
-pub fn spawn(config: &Config, topology: Arc<Topology>, stop: CancellationToken) {
+/// Starts the monitor; it runs until `stop` is cancelled. Failovers are counted in `metrics`;
+/// the decision loop holds `liveness`'s monitor flag while it runs.
+pub fn spawn(
+    config: &Config,
+    topology: Arc<Topology>,
+    stop: CancellationToken,
+    metrics: Arc<Metrics>,
+    liveness: Arc<Liveness>,
+) {
     let (tx, rx) = mpsc::channel::<(usize, ProbeOutcome)>(64);
     for node in &config.backends {
         let tx = tx.clone();
@@ -49,7 +57,10 @@ pub fn spawn(config: &Config, topology: Arc<Topology>, stop: CancellationToken) 
     let decider = Decider::new(nodes, config.check.max_retries);
     let (op_tx, op_rx) = mpsc::channel(8);
     topology.set_operator(op_tx);
-    tokio::spawn(decide_loop(decider, rx, op_rx, topology, stop));
+    tokio::spawn(async move {
+        let _alive = liveness.monitor();
+        decide_loop(decider, rx, op_rx, topology, stop, &metrics).await;
+    });
 }
 
 /// Applies an operator's instruction to the decider; the verdict goes back to the console.
@@ -90,6 +101,7 @@ async fn decide_loop(
     mut ops: mpsc::Receiver<(Operator, OperatorReply)>,
     topology: Arc<Topology>,
     stop: CancellationToken,
+    metrics: &Metrics,
 ) {
     let mut gap_started: Option<(Instant, Option<usize>)> = Some((Instant::now(), None));
     loop {
@@ -121,6 +133,7 @@ async fn decide_loop(
                 decision.reason,
                 &decider.nodes,
                 &mut gap_started,
+                metrics,
             );
         }
         topology.set_nodes(decider.nodes.clone());
@@ -145,6 +158,7 @@ fn publish(
     reason: Option<String>,
     nodes: &[NodeView],
     gap_started: &mut Option<(Instant, Option<usize>)>,
+    metrics: &Metrics,
 ) {
     let old = current.primary.clone();
     let primary_changed = old.as_ref().map(|p| p.node_id) != route.as_ref().map(|p| p.node_id);
@@ -174,7 +188,12 @@ fn publish(
                 None => (None, None),
             };
             let from = old.as_ref().map(|o| o.node_id).or(lost);
+            // The same node coming back after a gap is an outage, not a failover.
             if from.is_some_and(|f| f != n.node_id) {
+                metrics.failovers.increment(1);
+                if let Some(ms) = gap_ms {
+                    metrics.failover_gap.record(ms as f64 / 1000.0);
+                }
                 topology.record_failover(FailoverRecord {
                     at: SystemTime::now(),
                     from,

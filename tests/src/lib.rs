@@ -45,7 +45,7 @@ pub use exec::{
 };
 pub use node::{AuthMethod, Node};
 pub use pivot::{
-    connect, pivot_binary, pivot_env, spawn_binary, wait_listening, Pivot, PivotOptions,
+    connect, http_get, pivot_binary, pivot_env, spawn_binary, wait_listening, Pivot, PivotOptions,
 };
 pub use ports::free_port;
 pub use tmpdir::{default_tmp_base, TMPDIR_ENV};

@@ -68,6 +68,9 @@ pub fn pivot_env(
             opts.primary_wait_timeout_ms.to_string(),
         ),
         ("PGPOOL_CONNECT_TIMEOUT", "3000".to_string()),
+        // Loopback and a port of the kernel's choosing, so parallel tests never collide; a test
+        // that needs a known port sets it in `opts.env`.
+        ("PGPIVOT_METRICS_ADDR", "127.0.0.1:0".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -85,6 +88,8 @@ pub struct Pivot {
     pub addr: SocketAddr,
     /// The admin console, when the options set `PGPOOL_ADMIN_USERNAME`/`_PASSWORD`.
     pub admin_addr: Option<SocketAddr>,
+    /// The bound `/metrics`, `/livez`, `/readyz` address (None when turned off).
+    pub metrics_addr: Option<SocketAddr>,
     pub socket_dir: tempfile::TempDir,
     pub port: u16,
     user: String,
@@ -102,6 +107,7 @@ impl Pivot {
         let running = Running::start(config).await?;
         let addr = running.local_addr;
         let admin_addr = running.admin_addr;
+        let metrics_addr = running.metrics_addr;
         let topo = running.topology();
         if topo
             .wait_for_primary(Duration::from_secs(10))
@@ -115,6 +121,7 @@ impl Pivot {
             running: Some(running),
             addr,
             admin_addr,
+            metrics_addr,
             socket_dir,
             port,
             user: o.app_user.clone(),
@@ -169,6 +176,12 @@ impl Pivot {
         )
     }
 
+    /// GETs `path` from the metrics endpoint: (status, body).
+    pub async fn http_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let addr = self.metrics_addr.context("metrics endpoint turned off")?;
+        http_get(addr, path).await
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop_fast().await;
@@ -183,6 +196,16 @@ pub async fn connect(conn: &str) -> anyhow::Result<tokio_postgres::Client> {
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// GETs `path` from a pgpivot metrics endpoint (1 s bound), off the runtime's threads.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let path = path.to_string();
+    let r = tokio::task::spawn_blocking(move || {
+        pgpivot::metrics::probe::get(addr, &path, Duration::from_secs(1))
+    })
+    .await?;
+    Ok(r?)
 }
 
 /// The `pgpivot` binary built alongside the test executable (`target/<profile>/pgpivot`).

@@ -110,6 +110,9 @@ async fn main() -> anyhow::Result<()> {
         "pgpivot is up on {listen} (unix socket {}/.s.PGSQL.{port})",
         socket_dir.display()
     );
+    if let Some(m) = running.metrics_addr {
+        println!("metrics:  curl http://{m}/metrics   (also /livez, /readyz)");
+    }
     println!();
     println!(
         "  connect:   PGPASSWORD={} {} \"host=127.0.0.1 port={port} user={} dbname={}\"",

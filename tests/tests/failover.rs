@@ -99,6 +99,15 @@ async fn connections_opened_during_the_gap_wait_for_the_new_primary() {
             .expect("waiting client succeeded after promotion");
         assert_eq!(node, "node1");
     }
+    // One failover, its gap measured from the loss (the clients waited 800 ms of it).
+    let (_, m) = pivot.http_get("/metrics").await.expect("GET /metrics");
+    assert!(m.contains("\npgpivot_failovers_total 1\n"), "{m}");
+    let gap: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("pgpivot_failover_gap_seconds_sum "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(gap >= 0.8, "gap {gap} s\n{m}");
     pivot.stop().await;
 }
 

@@ -117,6 +117,52 @@ async fn counters_follow_traffic_and_gauges_show_state() {
     pivot.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_counts_every_attachment() {
+    let cluster = start_cluster();
+    let opts = PivotOptions {
+        env: vec![
+            ("PGPIVOT_POOL_MODE".into(), "transaction".into()),
+            ("PGPIVOT_POOL_SIZE".into(), "1".into()),
+        ],
+        ..Default::default()
+    };
+    let pivot = start_pivot(&cluster, opts).await;
+    let a = pivot.client().await.expect("client a");
+    let b = pivot.client().await.expect("client b");
+    for i in 0..5 {
+        a.simple_query(&format!("SELECT {i}")).await.expect("a");
+        b.batch_execute("BEGIN; SELECT 1; COMMIT").await.expect("b");
+    }
+    // The connection goes back to the pool right after the reply is written: give it a moment.
+    let mut m = scrape(&pivot).await;
+    for _ in 0..40 {
+        if value(&m, "pgpivot_server_connections", &["state=\"idle\""]) == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        m = scrape(&pivot).await;
+    }
+    assert!(value(&m, "pgpivot_transactions_total", &[]) >= 10.0, "{m}");
+    assert!(value(&m, "pgpivot_queries_total", &[]) >= 10.0, "{m}");
+    // Both clients are idle: the one connection is back in the pool.
+    assert_eq!(value(&m, "pgpivot_client_connections", &[]), 2.0, "{m}");
+    assert_eq!(
+        value(&m, "pgpivot_server_connections", &["state=\"idle\""]),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, "pgpivot_server_connections", &["state=\"active\""]),
+        0.0,
+        "{m}"
+    );
+    let pools = pivot.running.as_ref().expect("running").pools().all();
+    let s = pools[0].1.stats().snapshot();
+    assert!(s.transactions >= 10 && s.checkouts >= 10, "{s:?}");
+    pivot.stop().await;
+}
+
 /// Polls `path` until it answers `want` (or fails after 10 s).
 async fn wait_status(pivot: &pgpivot_tests::Pivot, path: &str, want: u16) -> String {
     let start = Instant::now();

@@ -24,7 +24,7 @@ const MAX_MESSAGE: usize = 1 << 20;
 /// An operator's psql may sit idle for a long time, but not forever.
 const IDLE_LIMIT: Duration = Duration::from_secs(3600);
 
-pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, users: Arc<UserDb>, tasks: TaskTracker) {
+pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tasks: TaskTracker) {
     loop {
         let accepted = tokio::select! {
             _ = ctx.shutdown.fast.cancelled() => return,
@@ -33,7 +33,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, users: Arc<UserDb>, tas
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tasks.spawn(session(ctx.clone(), users.clone(), stream, peer));
+                tasks.spawn(session(ctx.clone(), stream, peer));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "admin console accept failed");
@@ -43,9 +43,21 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, users: Arc<UserDb>, tas
     }
 }
 
-async fn session(ctx: Arc<Ctx>, users: Arc<UserDb>, stream: TcpStream, peer: SocketAddr) {
-    let deadline = tokio::time::Instant::now() + ctx.config.authentication_timeout;
+async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
+    let config = ctx.config.load_full();
+    let deadline = tokio::time::Instant::now() + config.authentication_timeout;
     let mut conn = ClientConn::new(stream, deadline);
+    // The admin user as configured now (RELOAD may have changed its password).
+    let Some(admin) = config.admin.user.as_ref() else {
+        conn.fatal(
+            pgpivot_protocol::sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            "the admin console has no user configured",
+        )
+        .await;
+        return;
+    };
+    let users = UserDb::admin(admin);
+    drop(config);
     let user = match login(&users, &mut conn).await {
         Ok(Some(user)) => user,
         Ok(None) | Err(SessionError::Io(_)) => return,

@@ -78,7 +78,7 @@ impl Control for Ctx {
                     node_id: key.node_id,
                     user: key.user,
                     database: key.database,
-                    mode: self.config.pool.mode.as_str(),
+                    mode: self.config.load().pool.mode.as_str(),
                     size: pool.size(),
                     idle: c.idle,
                     active: c.active,
@@ -164,6 +164,7 @@ impl Control for Ctx {
 
     fn settings(&self) -> Vec<SettingInfo> {
         self.config
+            .load()
             .describe_all()
             .into_iter()
             .map(|(key, value, source, help)| SettingInfo {
@@ -222,10 +223,7 @@ impl Control for Ctx {
                     tracing::info!("RESUME");
                     Ok(if was { "resumed" } else { "was not paused" }.into())
                 }
-                Action::Reload => Err(
-                    "RELOAD is not available yet: restart pgpivot to change its configuration"
-                        .into(),
-                ),
+                Action::Reload => crate::reload::reload(self).await,
                 Action::DetachNode(n) => self.topology.operate(Operator::Detach(n)).await,
                 Action::AttachNode(n) => self.topology.operate(Operator::Attach(n)).await,
                 Action::SetPrimary(n) => self.topology.operate(Operator::SetPrimary(n)).await,

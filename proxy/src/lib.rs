@@ -13,6 +13,7 @@ pub mod error;
 pub mod metrics;
 pub mod pause;
 pub mod pool;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod shutdown;

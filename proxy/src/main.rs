@@ -198,7 +198,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 std::process::exit(3);
             }
             _ = hup.recv() => {
-                tracing::warn!("SIGHUP: configuration reload is not supported yet; ignored");
+                if let Err(e) = running.reload().await {
+                    tracing::error!(error = %e, "SIGHUP");
+                }
             }
         }
     }

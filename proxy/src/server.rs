@@ -71,23 +71,23 @@ impl Running {
             None => None,
         };
         let admin = match (config.admin.addr, &config.admin.user) {
-            (Some(addr), Some(user)) => {
+            (Some(addr), Some(_)) => {
                 let l = TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr} (admin console)"))?;
-                Some((l, Arc::new(UserDb::admin(user))))
+                Some(l)
             }
             _ => None,
         };
         let admin_addr = match &admin {
-            Some((l, _)) => Some(l.local_addr()?),
+            Some(l) => Some(l.local_addr()?),
             None => None,
         };
         started.disarm();
         let pools = Pools::new(&config);
         pools.spawn_upkeep(topology.clone(), monitor_stop.clone());
         let ctx = Arc::new(Ctx {
-            users: UserDb::new(&config),
+            users: Arc::new(UserDb::new(&config)).into(),
             pools,
             clients: Default::default(),
             pinned_total: Default::default(),
@@ -95,7 +95,7 @@ impl Running {
             known_statements: Default::default(),
             started_at: std::time::SystemTime::now(),
             pause: Default::default(),
-            config,
+            config: config.into(),
             topology,
             cancels: CancelRegistry::new(),
             shutdown: Shutdown::new(),
@@ -113,13 +113,8 @@ impl Running {
         if let Some(unix) = unix {
             listeners.spawn(accept_unix(unix, ctx.clone(), sessions.clone()));
         }
-        if let Some((l, users)) = admin {
-            listeners.spawn(crate::console::serve(
-                l,
-                ctx.clone(),
-                users,
-                TaskTracker::new(),
-            ));
+        if let Some(l) = admin {
+            listeners.spawn(crate::console::serve(l, ctx.clone(), TaskTracker::new()));
         }
         listeners.close();
         tracing::info!(
@@ -127,10 +122,10 @@ impl Running {
             socket = ?socket_path,
             admin = ?admin_addr,
             metrics = ?metrics_addr,
-            backends = ctx.config.backends.len(),
-            check_interval_ms = ctx.config.check.interval.as_millis() as u64,
-            pool_mode = ctx.config.pool.mode.as_str(),
-            pool_size = ctx.config.pool.size,
+            backends = ctx.config.load().backends.len(),
+            check_interval_ms = ctx.config.load().check.interval.as_millis() as u64,
+            pool_mode = ctx.config.load().pool.mode.as_str(),
+            pool_size = ctx.config.load().pool.size,
             "pgpivot ready"
         );
         Ok(Running {
@@ -167,6 +162,11 @@ impl Running {
         self.ctx
             .moved_total
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// SIGHUP: read the configuration again (see [`crate::reload`]).
+    pub async fn reload(&self) -> Result<String, String> {
+        crate::reload::reload(&self.ctx).await
     }
 
     /// PAUSE is in force.

@@ -23,6 +23,8 @@ pub struct PivotOptions {
     pub auth_method: &'static str,
     /// Extra or overriding environment variables.
     pub env: Vec<(String, String)>,
+    /// A TOML configuration file (the environment still wins; an empty variable is unset).
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for PivotOptions {
@@ -34,6 +36,7 @@ impl Default for PivotOptions {
             primary_wait_timeout_ms: 10_000,
             auth_method: "scram-sha-256",
             env: Vec::new(),
+            config_file: None,
         }
     }
 }
@@ -102,7 +105,8 @@ impl Pivot {
     pub async fn start(cluster: &Cluster, opts: PivotOptions) -> anyhow::Result<Pivot> {
         let socket_dir = tempfile::Builder::new().prefix("pgpivot-sock").tempdir()?;
         let env = pivot_env(cluster, &opts, "127.0.0.1:0", socket_dir.path());
-        let config = Config::from_sources(None, &env).context("pgpivot config")?;
+        let config =
+            Config::from_sources(opts.config_file.as_deref(), &env).context("pgpivot config")?;
         let port = config.port;
         let running = Running::start(config).await?;
         let addr = running.local_addr;

@@ -206,3 +206,58 @@ async fn sigint_ends_sessions_at_once() {
         .unwrap();
     assert!(status.is_some(), "pgpivot still running after SIGINT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_backend_list_from_its_file() {
+    let cluster = Cluster::start(ClusterOptions::default()).expect("cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let nodes_file = dir.path().join("backend_nodes");
+    std::fs::write(&nodes_file, format!("0:127.0.0.1:{}\n", cluster.port(0))).unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut env = pivot_env(&cluster, &PivotOptions::default(), &listen, dir.path());
+    env.remove("PGPOOL_BACKEND_NODES");
+    env.insert(
+        "PGPOOL_BACKEND_NODES_FILE".into(),
+        nodes_file.display().to_string(),
+    );
+    let log = dir.path().join("pgpivot.log");
+    let mut child = spawn_binary(&env, &[], &log).expect("spawn pgpivot");
+    wait_listening(&listen, Duration::from_secs(10)).expect("pgpivot listening");
+    let client = connect(&conn_string(&listen)).await.expect("connect");
+    let rows = |msgs: Vec<tokio_postgres::SimpleQueryMessage>| {
+        msgs.into_iter()
+            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+            .count()
+    };
+    assert_eq!(
+        rows(client.simple_query("SHOW pool_nodes").await.unwrap()),
+        1
+    );
+    std::fs::write(
+        &nodes_file,
+        format!(
+            "0:127.0.0.1:{},1:127.0.0.1:{}\n",
+            cluster.port(0),
+            cluster.port(1)
+        ),
+    )
+    .unwrap();
+    signal(&child, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rows(client.simple_query("SHOW pool_nodes").await.unwrap()) != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
+        .simple_query("SELECT 1")
+        .await
+        .expect("the client kept working");
+    signal(&child, libc::SIGINT);
+    let _ =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(5))).await;
+}

@@ -266,3 +266,55 @@ async fn planned_switchover_with_pause_and_resume_has_no_client_errors() {
     assert_eq!(failovers[0][2], "1");
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_a_new_backend_list_without_dropping_clients() {
+    let c = cluster_with_standby();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pgpivot.toml");
+    let one = format!("backend_nodes = \"0:127.0.0.1:{}\"\n", c.port(0));
+    std::fs::write(&file, &one).unwrap();
+    let mut opts = admin_opts("session");
+    // Empty means unset: the file's backend list applies.
+    opts.env
+        .push(("PGPOOL_BACKEND_NODES".into(), String::new()));
+    opts.config_file = Some(file.clone());
+    let p = start_pivot(&c, opts).await;
+    let client = p.client().await.unwrap();
+    let pid = |rows: Vec<tokio_postgres::Row>| rows[0].get::<_, i32>(0);
+    let before = pid(client.query("SELECT pg_backend_pid()", &[]).await.unwrap());
+    assert_eq!(pool_nodes(&p).await.len(), 1);
+
+    // An invalid file is refused whole.
+    std::fs::write(&file, "backend_nodes = \"zero:nowhere\"\n").unwrap();
+    let admin = connect(&p.admin_conn_string(ADMIN, ADMIN_PASSWORD))
+        .await
+        .unwrap();
+    let err = admin.simple_query("RELOAD").await.unwrap_err();
+    assert_eq!(db_error(&err).0, "55000", "{err:?}");
+    assert_eq!(pool_nodes(&p).await.len(), 1);
+
+    // Both nodes, and a listener change that needs a restart.
+    let two = format!(
+        "backend_nodes = \"0:127.0.0.1:{},1:127.0.0.1:{}\"\n",
+        c.port(0),
+        c.port(1)
+    );
+    std::fs::write(&file, two).unwrap();
+    admin.simple_query("RELOAD").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let nodes = pool_nodes(&p).await;
+        if nodes.len() == 2 && nodes[1][3] == "up" {
+            assert_eq!(nodes[1][7], "standby");
+            assert_eq!(nodes[0][6], "primary");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{nodes:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = pid(client.query("SELECT pg_backend_pid()", &[]).await.unwrap());
+    assert_eq!(before, after, "the client kept its server connection");
+    assert_eq!(p.primary(), Some(0));
+    p.stop().await;
+}

@@ -8,6 +8,7 @@ mod source;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use admin::{AdminConfig, DEFAULT_ADMIN_ADDR};
@@ -43,6 +44,13 @@ impl AuthMethod {
             AuthMethod::Md5 => "md5",
         }
     }
+}
+
+/// The file and environment a configuration was read from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    pub env: Arc<HashMap<String, String>>,
 }
 
 /// A user clients may log in as; the same password logs pgpivot in to the backend.
@@ -118,6 +126,8 @@ pub struct Config {
     pub log: String,
     pub pool: PoolConfig,
     pub admin: AdminConfig,
+    /// Where this configuration came from, to read it again.
+    pub sources: Sources,
     /// The merged raw values, for `--check` and `SHOW CONFIG`.
     pub raw: RawSettings,
 }
@@ -134,7 +144,45 @@ impl Config {
         env: &HashMap<String, String>,
     ) -> Result<Config, ConfigError> {
         let raw = RawSettings::load(file, env)?;
-        Self::from_raw(raw)
+        let mut config = Self::from_raw(raw)?;
+        // Only our own variables are kept: RELOAD re-reads the file and the `_FILE` secrets.
+        let ours = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("PGPOOL_") || k.starts_with("PGPIVOT_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        config.sources = Sources {
+            file: file.map(Path::to_path_buf),
+            env: Arc::new(ours),
+        };
+        Ok(config)
+    }
+
+    /// Reads the same sources again (RELOAD, SIGHUP): the file and every `NAME_FILE` secret
+    /// may have changed; the environment of a running process cannot.
+    pub fn reload(&self) -> Result<Config, ConfigError> {
+        Self::from_sources(self.sources.file.as_deref(), &self.sources.env)
+    }
+
+    /// Settings whose change only takes effect after a restart (listeners, pool mode).
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.listen_addr != new.listen_addr {
+            out.push("PGPIVOT_LISTEN_ADDR");
+        }
+        if self.port != new.port || self.socket_dir != new.socket_dir {
+            out.push("PGPOOL_PORT_NUMBER / PGPIVOT_SOCKET_DIR");
+        }
+        if self.admin.addr != new.admin.addr {
+            out.push("PGPIVOT_ADMIN_ADDR");
+        }
+        if self.metrics_addr != new.metrics_addr {
+            out.push("PGPIVOT_METRICS_ADDR");
+        }
+        if self.pool.mode != new.pool.mode {
+            out.push("PGPIVOT_POOL_MODE");
+        }
+        out
     }
 
     fn from_raw(raw: RawSettings) -> Result<Config, ConfigError> {
@@ -257,6 +305,7 @@ impl Config {
             log: text("log").unwrap_or_else(|| "info".into()),
             pool,
             admin,
+            sources: Sources::default(),
             raw,
         })
     }

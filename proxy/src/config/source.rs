@@ -111,7 +111,8 @@ impl RawSettings {
 
     fn merge_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
         for s in SETTINGS {
-            if let Some(v) = env.get(s.env) {
+            // Empty means unset (the chart renders `NAME=""`): the file's value, if any, stands.
+            if let Some(v) = env.get(s.env).filter(|v| !v.trim().is_empty()) {
                 self.set(s, v.clone(), Origin::Env(s.env));
             }
             // Bitnami: NAME_FILE wins over NAME.
@@ -171,7 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn env_overrides_file_and_empty_means_unset() {
+    fn env_overrides_file_and_an_empty_variable_leaves_the_file_value() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.toml");
         std::fs::write(
@@ -186,6 +187,9 @@ mod tests {
         .unwrap();
         assert_eq!(raw.get("port").unwrap().value, "7000");
         assert_eq!(raw.get("backend_nodes").unwrap().value, "0:a:1,1:b:2");
+        // The chart renders unset variables as `NAME=""`; that must not erase the file's value.
+        assert_eq!(raw.get("sr_check_user").unwrap().value, "fileuser");
+        let raw = RawSettings::load(None, &env(&[("PGPOOL_SR_CHECK_USER", " ")])).unwrap();
         assert!(raw.get("sr_check_user").is_none());
     }
 

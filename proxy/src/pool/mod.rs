@@ -14,7 +14,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 
-pub use pool::{CheckoutError, Pool, PoolCounts, PoolSettings};
+pub use pool::{CheckoutError, Pool, PoolCounts, PoolSettings, SharedPoolSettings};
 pub use server::Server;
 
 use crate::config::Config;
@@ -43,10 +43,7 @@ pub struct Pools {
     /// client logging in while no primary is known is greeted with it and waits only when it
     /// sends a query (a liveness probe's `SHOW pool_nodes` needs no server at all).
     last_welcome: DashMap<WelcomeKey, std::collections::HashMap<String, String>>,
-    size: usize,
-    connect_timeout: Duration,
-    lifetime: Duration,
-    idle_timeout: Duration,
+    settings: SharedPoolSettings,
 }
 
 impl Pools {
@@ -54,11 +51,23 @@ impl Pools {
         Arc::new(Pools {
             map: DashMap::new(),
             last_welcome: DashMap::new(),
+            settings: Arc::new(arc_swap::ArcSwap::from_pointee(Self::settings_of(config))),
+        })
+    }
+
+    fn settings_of(config: &Config) -> PoolSettings {
+        PoolSettings {
             size: config.pool.size,
             connect_timeout: config.connect_timeout,
             lifetime: config.pool.server_lifetime,
             idle_timeout: config.pool.server_idle_timeout,
-        })
+        }
+    }
+
+    /// RELOAD: new sizes and timeouts, for existing pools too (a smaller pool shrinks as its
+    /// connections come back).
+    pub fn reconfigure(&self, config: &Config) {
+        self.settings.store(Arc::new(Self::settings_of(config)));
     }
 
     /// The pool for this client on the given primary, created on first use.
@@ -86,12 +95,7 @@ impl Pools {
             key.addr.clone(),
             key.user.clone(),
             key.database.clone(),
-            PoolSettings {
-                size: self.size,
-                connect_timeout: self.connect_timeout,
-                lifetime: self.lifetime,
-                idle_timeout: self.idle_timeout,
-            },
+            self.settings.clone(),
         ));
         self.map.insert(key, pool.clone());
         pool

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,10 @@ pub enum CheckoutError {
     Closed,
 }
 
+/// Shared by every pool and swapped whole by RELOAD (a new size applies to existing pools too).
+pub type SharedPoolSettings = Arc<arc_swap::ArcSwap<PoolSettings>>;
+
+#[derive(Debug, Clone)]
 pub struct PoolSettings {
     pub size: usize,
     pub connect_timeout: Duration,
@@ -52,7 +57,7 @@ pub struct Pool {
     pub addr: String,
     pub user: String,
     pub database: String,
-    settings: PoolSettings,
+    settings: SharedPoolSettings,
     inner: Mutex<Inner>,
     pub stats: PoolStats,
     /// The parameters the first server connection reported: what a client is greeted with when
@@ -74,7 +79,7 @@ impl Pool {
         addr: String,
         user: String,
         database: String,
-        settings: PoolSettings,
+        settings: SharedPoolSettings,
     ) -> Self {
         Pool {
             node_id,
@@ -157,7 +162,7 @@ impl Pool {
                 }
                 return Ok(s);
             }
-            if g.total < self.settings.size {
+            if g.total < self.settings.load().size {
                 g.total += 1;
                 None
             } else {
@@ -171,7 +176,12 @@ impl Pool {
                 Ok(Ok(Handoff::Server(s))) => return Ok(*s),
                 Ok(Ok(Handoff::Slot)) => {}
                 Ok(Err(_)) => return Err(CheckoutError::Closed),
-                Err(_) => return Err(CheckoutError::Timeout(wait.as_millis(), self.settings.size)),
+                Err(_) => {
+                    return Err(CheckoutError::Timeout(
+                        wait.as_millis(),
+                        self.settings.load().size,
+                    ))
+                }
             }
         }
         // We hold a slot: open a connection.
@@ -181,7 +191,7 @@ impl Pool {
             &self.addr,
             startup,
             password,
-            self.settings.connect_timeout,
+            self.settings.load().connect_timeout,
         ))
         .await
         {
@@ -204,8 +214,9 @@ impl Pool {
     }
 
     fn expired(&self, s: &Server, now: Instant) -> bool {
-        now.duration_since(s.created) >= self.settings.lifetime
-            || now.duration_since(s.last_used) >= self.settings.idle_timeout
+        let settings = self.settings.load();
+        now.duration_since(s.created) >= settings.lifetime
+            || now.duration_since(s.last_used) >= settings.idle_timeout
     }
 
     /// Gives a slot back (a connection was closed or never opened): the first live waiter may
@@ -259,7 +270,10 @@ impl Pool {
         let now = Instant::now();
         let mut g = self.lock();
         let before = g.idle.len();
-        let (lifetime, idle) = (self.settings.lifetime, self.settings.idle_timeout);
+        let (lifetime, idle) = {
+            let s = self.settings.load();
+            (s.lifetime, s.idle_timeout)
+        };
         g.idle.retain(|s| {
             now.duration_since(s.created) < lifetime && now.duration_since(s.last_used) < idle
         });
@@ -277,7 +291,7 @@ impl Pool {
     }
 
     pub fn size(&self) -> usize {
-        self.settings.size
+        self.settings.load().size
     }
 
     pub fn is_closed(&self) -> bool {

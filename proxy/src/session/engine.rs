@@ -50,7 +50,7 @@ pub async fn checkout(
             }
         }
         // The wait for a primary starts now: a switchover happens during the pause.
-        deadline = deadline.max(Instant::now() + ctx.config.primary_wait_timeout);
+        deadline = deadline.max(Instant::now() + ctx.config.load().primary_wait_timeout);
     }
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -62,7 +62,7 @@ pub async fn checkout(
                     .unwrap_or_else(|| "no primary known".into());
                 return Err(SessionError::NoPrimary(format!(
                     "{reason} (waited {} ms)",
-                    ctx.config.primary_wait_timeout.as_millis()
+                    ctx.config.load().primary_wait_timeout.as_millis()
                 )));
             }
         };
@@ -75,7 +75,7 @@ pub async fn checkout(
             .get(&route, startup.user(), startup.database(), options);
         let waited = Instant::now();
         let checked_out = pool
-            .checkout(startup, password, ctx.config.pool.query_wait_timeout)
+            .checkout(startup, password, ctx.config.load().pool.query_wait_timeout)
             .await;
         ctx.metrics.pool_wait.record(waited.elapsed().as_secs_f64());
         match checked_out {
@@ -129,12 +129,12 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         mut params,
         cancel,
     } = login;
-    let mode = ctx.config.pool.mode;
+    let mode = ctx.config.load().pool.mode;
     let shared = Arc::new(Shared::new());
     cancel.set_session(shared.clone());
     let mut client = ClientSide {
         buf,
-        scan: Scanner::new(ctx.config.max_message_bytes),
+        scan: Scanner::new(ctx.config.load().max_message_bytes),
         out: BytesMut::new(),
     };
     let mut sside = ServerSide::new();
@@ -179,11 +179,12 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 continue;
             }
             // The client wants a server.
-            let deadline = Instant::now() + ctx.config.primary_wait_timeout;
+            let deadline = Instant::now() + ctx.config.load().primary_wait_timeout;
             match Box::pin(checkout(ctx, &startup, &password, deadline)).await {
                 Ok((mut server, pool)) => {
                     if let Err(e) =
-                        Box::pin(server.sync_params(&params, ctx.config.connect_timeout)).await
+                        Box::pin(server.sync_params(&params, ctx.config.load().connect_timeout))
+                            .await
                     {
                         pool.checkin(server, false);
                         owed = Some((
@@ -236,7 +237,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 &shared,
                 ctx,
                 node,
-                ctx.config.max_message_bytes,
+                ctx.config.load().max_message_bytes,
             );
             let s2c = server_to_client(
                 &mut sr,

@@ -40,7 +40,7 @@ where
     W: AsyncWrite + Unpin,
 {
     loop {
-        match header(&client.buf, ctx.config.max_message_bytes) {
+        match header(&client.buf, ctx.config.load().max_message_bytes) {
             Err(e) => {
                 ctx.metrics.error_sent(Some(e.sqlstate()));
                 write_fatal(cw, e.sqlstate(), &e.to_string()).await;
@@ -175,6 +175,7 @@ where
         }
         let idle_limit = ctx
             .config
+            .load()
             .pool
             .client_idle_limit
             .unwrap_or(Duration::from_secs(u32::MAX as u64));

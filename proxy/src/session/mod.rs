@@ -38,10 +38,11 @@ use crate::topology::Topology;
 
 /// Everything a session needs from the server, shared by all sessions.
 pub struct Ctx {
-    pub config: Arc<Config>,
+    /// Swapped whole by RELOAD; read it with `load()` and do not hold the guard across an await.
+    pub config: arc_swap::ArcSwap<Config>,
     pub topology: Arc<Topology>,
     pub cancels: Arc<CancelRegistry>,
-    pub users: UserDb,
+    pub users: arc_swap::ArcSwap<UserDb>,
     pub shutdown: Shutdown,
     pub pools: Arc<Pools>,
     /// Client connections open now.
@@ -99,7 +100,7 @@ impl Drop for ClientSlot<'_> {
 pub async fn run<S: ClientSocket>(ctx: Arc<Ctx>, stream: S, peer: Option<std::net::SocketAddr>) {
     let n = ctx.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let _slot = ClientSlot(&ctx.clients);
-    let deadline = Instant::now() + ctx.config.authentication_timeout;
+    let deadline = Instant::now() + ctx.config.load().authentication_timeout;
     let mut conn = ClientConn::new(stream, deadline);
     // Boxed: its state is only needed until the client is in, and an idle client's task should
     // carry as little as possible.
@@ -153,7 +154,7 @@ async fn login<S: ClientSocket>(
             InitialPacket::Startup(m) => break m,
         }
     };
-    if clients > ctx.config.pool.max_client_conn {
+    if clients > ctx.config.load().pool.max_client_conn {
         ctx.metrics.error_sent(Some(sqlstate::TOO_MANY_CONNECTIONS));
         conn.fatal(
             sqlstate::TOO_MANY_CONNECTIONS,
@@ -170,12 +171,15 @@ async fn login<S: ClientSocket>(
     }
     let user = startup.user().to_string();
     let local = peer.is_none();
-    let trusted = local && ctx.config.socket_trust && ctx.users.password(&user).is_some();
+    let trusted =
+        local && ctx.config.load().socket_trust && ctx.users.load().password(&user).is_some();
     if !trusted {
-        ctx.users.authenticate(conn, &user).await?;
+        let users = ctx.users.load_full();
+        users.authenticate(conn, &user).await?;
     }
     let password = ctx
         .users
+        .load()
         .password(&user)
         .ok_or_else(|| SessionError::AuthFailed(user.clone()))?
         .to_string();
@@ -192,10 +196,10 @@ async fn login<S: ClientSocket>(
             (None, params)
         }
         None => {
-            let deadline = Instant::now() + ctx.config.primary_wait_timeout;
+            let deadline = Instant::now() + ctx.config.load().primary_wait_timeout;
             let (mut server, pool) = engine::checkout(ctx, &startup, &password, deadline).await?;
             if let Err(e) = server
-                .sync_params(&wanted, ctx.config.connect_timeout)
+                .sync_params(&wanted, ctx.config.load().connect_timeout)
                 .await
             {
                 pool.checkin(server, false);
@@ -253,7 +257,7 @@ fn welcome(
         startup.database(),
         options,
     )?;
-    let lazy = ctx.config.pool.mode == crate::config::PoolMode::Transaction
+    let lazy = ctx.config.load().pool.mode == crate::config::PoolMode::Transaction
         || wanted
             .iter()
             .all(|(k, v)| k == "application_name" || w.get(k) == Some(v));

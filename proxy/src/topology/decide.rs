@@ -68,6 +68,39 @@ impl Decider {
         Ok(())
     }
 
+    /// RELOAD: the new backend list. A node with the same id, host and port keeps everything
+    /// the monitor knows about it; others start unknown. Returns whether the list changed.
+    pub fn set_backends(
+        &mut self,
+        backends: &[crate::config::BackendNode],
+        max_retries: u32,
+    ) -> bool {
+        self.max_retries = max_retries;
+        let mut changed = backends.len() != self.nodes.len();
+        let mut old = std::mem::take(&mut self.nodes);
+        for b in backends {
+            match old
+                .iter()
+                .position(|n| n.id == b.id && n.host == b.host && n.port == b.port)
+            {
+                Some(i) => {
+                    let mut n = old.swap_remove(i);
+                    n.weight = b.weight;
+                    n.flag = b.flag;
+                    self.nodes.push(n);
+                }
+                None => {
+                    changed = true;
+                    self.nodes.push(NodeView::new(b));
+                }
+            }
+        }
+        if self.current.is_some_and(|c| !self.has_node(c)) {
+            self.current = None;
+        }
+        changed
+    }
+
     pub fn has_node(&self, id: usize) -> bool {
         self.nodes.iter().any(|n| n.id == id)
     }

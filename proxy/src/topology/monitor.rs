@@ -16,7 +16,7 @@ use super::probe::probe;
 use super::routing::{
     FailoverRecord, Operator, OperatorReply, PrimaryRoute, RoutingTable, Topology,
 };
-use crate::config::Config;
+use crate::config::{BackendNode, CheckSettings, Config};
 use crate::metrics::{Liveness, Metrics};
 
 /// Starts the monitor; it runs until `stop` is cancelled. Failovers are counted in `metrics`;
@@ -28,39 +28,64 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     liveness: Arc<Liveness>,
 ) {
-    let (tx, rx) = mpsc::channel::<(usize, ProbeOutcome)>(64);
-    for node in &config.backends {
-        let tx = tx.clone();
-        let check = config.check.clone();
-        let (id, host, port) = (node.id, node.host.clone(), node.port);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(check.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let outcome = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    o = probe(&host, port, &check) => o,
-                };
-                if tx.send((id, outcome)).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    drop(tx);
+    let (tx, rx) = mpsc::channel::<Probed>(64);
+    let mut probes = Probes {
+        tx,
+        epoch: 0,
+        token: stop.child_token(),
+    };
+    probes.start(&config.backends, &config.check, &stop);
     let nodes = config.backends.iter().map(NodeView::new).collect();
     let decider = Decider::new(nodes, config.check.max_retries);
     let (op_tx, op_rx) = mpsc::channel(8);
     topology.set_operator(op_tx);
     tokio::spawn(async move {
         let _alive = liveness.monitor();
-        decide_loop(decider, rx, op_rx, topology, stop, &metrics).await;
+        decide_loop(decider, probes, rx, op_rx, topology, stop, &metrics).await;
     });
+}
+
+/// One probe answer: (probe generation, node id, outcome). Answers of an older generation
+/// (before a RELOAD) are ignored.
+type Probed = (u64, usize, ProbeOutcome);
+
+/// The probe loops, one per node, restarted as a whole by RELOAD.
+struct Probes {
+    tx: mpsc::Sender<Probed>,
+    epoch: u64,
+    token: CancellationToken,
+}
+
+impl Probes {
+    fn start(&mut self, backends: &[BackendNode], check: &CheckSettings, stop: &CancellationToken) {
+        self.token.cancel();
+        self.token = stop.child_token();
+        self.epoch += 1;
+        for node in backends {
+            let tx = self.tx.clone();
+            let check = check.clone();
+            let (id, host, port) = (node.id, node.host.clone(), node.port);
+            let stop = self.token.clone();
+            let epoch = self.epoch;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(check.interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let outcome = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        o = probe(&host, port, &check) => o,
+                    };
+                    if tx.send((epoch, id, outcome)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
 }
 
 /// Applies an operator's instruction to the decider; the verdict goes back to the console.
@@ -92,12 +117,14 @@ fn operate(decider: &mut Decider, op: Operator) -> Result<String, String> {
             decider.set_operator_primary(None);
             Ok("the role monitor chooses the primary".to_string())
         }
+        Operator::Reload(_) => Err("handled by the decision loop".to_string()),
     }
 }
 
 async fn decide_loop(
     mut decider: Decider,
-    mut rx: mpsc::Receiver<(usize, ProbeOutcome)>,
+    mut probes: Probes,
+    mut rx: mpsc::Receiver<Probed>,
     mut ops: mpsc::Receiver<(Operator, OperatorReply)>,
     topology: Arc<Topology>,
     stop: CancellationToken,
@@ -115,8 +142,33 @@ async fn decide_loop(
             .iter()
             .map(|n| (n.role, n.fenced.clone()))
             .collect();
+        let mut before = before;
         match input {
-            Ok((id, outcome)) => decider.observe(id, outcome, SystemTime::now()),
+            Ok((epoch, id, outcome)) => {
+                if epoch != probes.epoch {
+                    continue;
+                }
+                decider.observe(id, outcome, SystemTime::now())
+            }
+            Err((Operator::Reload(config), reply)) => {
+                let changed = decider.set_backends(&config.backends, config.check.max_retries);
+                probes.start(&config.backends, &config.check, &stop);
+                before = decider
+                    .nodes
+                    .iter()
+                    .map(|n| (n.role, n.fenced.clone()))
+                    .collect();
+                tracing::info!(
+                    nodes = decider.nodes.len(),
+                    changed,
+                    "role monitor reloaded"
+                );
+                let _ = reply.send(Ok(if changed {
+                    "backend list changed".to_string()
+                } else {
+                    "backend list unchanged".to_string()
+                }));
+            }
             Err((op, reply)) => {
                 let _ = reply.send(operate(&mut decider, op));
             }

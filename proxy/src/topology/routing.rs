@@ -53,12 +53,14 @@ impl RoutingTable {
 
 /// The shared handle: current table plus change notification, and the monitor's live view of
 /// every node (refreshed on every probe without waking anyone, for SHOW commands).
-/// An operator's instruction to the monitor (admin console).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An operator's instruction to the monitor (admin console, SIGHUP).
+#[derive(Debug, Clone)]
 pub enum Operator {
     Detach(usize),
     Attach(usize),
     SetPrimary(Option<usize>),
+    /// A new backend list and probe settings (RELOAD).
+    Reload(Arc<crate::config::Config>),
 }
 
 pub type OperatorReply = tokio::sync::oneshot::Sender<Result<String, String>>;
@@ -74,6 +76,9 @@ pub struct FailoverRecord {
     pub clients_affected: u64,
 }
 
+/// Backend ids pgpivot keeps counters for (Pgpool allows 0..127).
+const MAX_NODES: usize = 128;
+
 /// How many failovers `SHOW FAILOVERS` remembers.
 const HISTORY: usize = 100;
 
@@ -83,15 +88,15 @@ pub struct Topology {
     nodes: ArcSwap<Vec<NodeView>>,
     operator: std::sync::OnceLock<tokio::sync::mpsc::Sender<(Operator, OperatorReply)>>,
     history: std::sync::Mutex<std::collections::VecDeque<FailoverRecord>>,
-    /// Statements and errors per node (by node id).
-    counters: Vec<(usize, super::counters::NodeCounters)>,
+    /// Statements and errors per node, indexed by node id (Pgpool's ids are 0..127; a RELOAD
+    /// may add nodes, so every id has its slot).
+    counters: Box<[super::counters::NodeCounters]>,
     /// Sessions that lost their server to a primary change not yet recorded (during the gap).
     affected_pending: std::sync::atomic::AtomicU64,
 }
 
 impl Topology {
     pub fn new(initial: RoutingTable, nodes: Vec<NodeView>) -> Arc<Self> {
-        let ids: Vec<usize> = nodes.iter().map(|n| n.id).collect();
         Arc::new(Topology {
             table: ArcSwap::from_pointee(initial),
             changed: Notify::new(),
@@ -99,17 +104,14 @@ impl Topology {
             operator: Default::default(),
             history: Default::default(),
             affected_pending: Default::default(),
-            counters: ids.into_iter().map(|id| (id, Default::default())).collect(),
+            counters: (0..MAX_NODES).map(|_| Default::default()).collect(),
         })
     }
 
     /// Counters of one node (`None` for an unknown id).
     #[inline]
     pub fn counters(&self, node_id: usize) -> Option<&super::counters::NodeCounters> {
-        self.counters
-            .iter()
-            .find(|(id, _)| *id == node_id)
-            .map(|(_, c)| c)
+        self.counters.get(node_id)
     }
 
     pub fn statements(&self, node_id: usize) -> pgpivot_admin::StatementCounts {

@@ -261,3 +261,43 @@ async fn sighup_reloads_the_backend_list_from_its_file() {
     let _ =
         tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(5))).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_on_the_console_drains_and_exits() {
+    let cluster = Cluster::start(ClusterOptions::default()).expect("cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let admin_port = free_port();
+    let mut env = pivot_env(&cluster, &PivotOptions::default(), &listen, dir.path());
+    env.insert("PGPOOL_ADMIN_USERNAME".into(), "admin".into());
+    env.insert("PGPOOL_ADMIN_PASSWORD".into(), "adminpw".into());
+    env.insert(
+        "PGPIVOT_ADMIN_ADDR".into(),
+        format!("127.0.0.1:{admin_port}"),
+    );
+    env.insert("PGPIVOT_SHUTDOWN_TIMEOUT_MS".into(), "4000".into());
+    let log = dir.path().join("pgpivot.log");
+    let mut child = spawn_binary(&env, &[], &log).expect("spawn pgpivot");
+    wait_listening(&listen, Duration::from_secs(10)).expect("pgpivot listening");
+    let client = connect(&conn_string(&listen)).await.expect("connect");
+    client.simple_query("SELECT 1").await.unwrap();
+    let admin = connect(&format!(
+        "host=127.0.0.1 port={admin_port} user=admin password=adminpw dbname=pgpivot"
+    ))
+    .await
+    .expect("console login");
+    admin.simple_query("SHUTDOWN").await.expect("SHUTDOWN");
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+            .await
+            .unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "pgpivot did not exit cleanly after SHUTDOWN: {status:?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        client.simple_query("SELECT 1").await.is_err(),
+        "sessions ended"
+    );
+}

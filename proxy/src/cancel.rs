@@ -34,7 +34,8 @@ pub struct ClientMeta {
     pub user: String,
     pub database: String,
     pub application_name: String,
-    pub addr: String,
+    /// `None` for the unix socket.
+    pub addr: Option<std::net::SocketAddr>,
     pub connected_at: Option<std::time::SystemTime>,
 }
 

@@ -113,7 +113,10 @@ impl Control for Ctx {
                 user: c.meta.user,
                 database: c.meta.database,
                 application_name: c.meta.application_name,
-                addr: c.meta.addr,
+                addr: c
+                    .meta
+                    .addr
+                    .map_or_else(|| "unix socket".to_string(), |a| a.to_string()),
                 connected_at: c.meta.connected_at,
                 state: if c.server_pid.is_some() {
                     "active"

@@ -42,7 +42,7 @@ pub struct Pools {
     /// The last greeting each identity's pool gave, kept when the pool goes with its node: a
     /// client logging in while no primary is known is greeted with it and waits only when it
     /// sends a query (a liveness probe's `SHOW pool_nodes` needs no server at all).
-    last_welcome: DashMap<WelcomeKey, std::collections::HashMap<String, String>>,
+    last_welcome: DashMap<WelcomeKey, Arc<std::collections::HashMap<String, String>>>,
     settings: SharedPoolSettings,
 }
 
@@ -109,7 +109,7 @@ impl Pools {
         user: &str,
         database: &str,
         options: &str,
-    ) -> Option<std::collections::HashMap<String, String>> {
+    ) -> Option<Arc<std::collections::HashMap<String, String>>> {
         let key = (user.to_string(), database.to_string(), options.to_string());
         if let Some(route) = route {
             if let Some(w) = self.get(route, user, database, options).welcome() {

@@ -62,7 +62,7 @@ pub struct Pool {
     pub stats: PoolStats,
     /// The parameters the first server connection reported: what a client is greeted with when
     /// it logs in while every connection is busy (transaction pooling needs no server to log in).
-    welcome: Mutex<Option<std::collections::HashMap<String, String>>>,
+    welcome: Mutex<Option<Arc<std::collections::HashMap<String, String>>>>,
 }
 
 /// A snapshot for SHOW POOLS and metrics.
@@ -98,7 +98,7 @@ impl Pool {
         }
     }
 
-    pub fn welcome(&self) -> Option<std::collections::HashMap<String, String>> {
+    pub fn welcome(&self) -> Option<Arc<std::collections::HashMap<String, String>>> {
         self.welcome
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -201,7 +201,7 @@ impl Pool {
                 if w.is_none() {
                     let mut params = std::collections::HashMap::new();
                     super::server::absorb_parameter_status(&conn.greeting, &mut params);
-                    *w = Some(params);
+                    *w = Some(Arc::new(params));
                 }
                 drop(w);
                 Ok(Server::new(conn, self.node_id, startup))
@@ -288,6 +288,15 @@ impl Pool {
             .iter()
             .map(|s| (s.conn.pid, s.created.elapsed()))
             .collect()
+    }
+
+    /// Whether this pool connects where `route` points (a RELOAD may move a node id).
+    pub fn addr_matches(&self, route: &crate::topology::PrimaryRoute) -> bool {
+        // Compared without formatting: this runs for every transaction.
+        self.addr.rsplit_once(':').is_some_and(|(host, port)| {
+            host.trim_start_matches('[').trim_end_matches(']') == route.host
+                && port.parse::<u16>() == Ok(route.port)
+        })
     }
 
     pub fn size(&self) -> usize {

@@ -1,6 +1,8 @@
 //! A pooled server connection and what pgpivot knows about its session state.
 
 use std::collections::HashMap;
+
+use crate::session::params::ClientParams;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -65,19 +67,19 @@ impl Server {
     /// SET/RESET when anything differs. Errors mean the connection is unusable for this client.
     pub async fn sync_params(
         &mut self,
-        wanted: &HashMap<String, String>,
+        wanted: &ClientParams,
         timeout: Duration,
     ) -> Result<(), String> {
         let mut sql = String::new();
-        for (k, v) in wanted {
-            if is_settable(k) && self.params.get(k) != Some(v) {
+        for (k, v) in wanted.iter() {
+            if is_settable(k) && self.params.get(k).map(String::as_str) != Some(v) {
                 sql.push_str(&format!("SET {} TO {};", quote_ident(k), quote_literal(v)));
             }
         }
         let stale: Vec<String> = self
             .params
             .keys()
-            .filter(|k| is_settable(k) && !wanted.contains_key(*k))
+            .filter(|k| is_settable(k) && !wanted.contains_key(k))
             .cloned()
             .collect();
         for k in &stale {
@@ -88,9 +90,9 @@ impl Server {
         }
         match tokio::time::timeout(timeout, self.run_quietly(&sql)).await {
             Ok(Ok(())) => {
-                for (k, v) in wanted {
+                for (k, v) in wanted.iter() {
                     if is_settable(k) {
-                        self.params.insert(k.clone(), v.clone());
+                        self.params.insert(k.to_string(), v.to_string());
                     }
                 }
                 for k in stale {

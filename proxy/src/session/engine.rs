@@ -38,6 +38,7 @@ pub async fn checkout(
     startup: &StartupMessage,
     password: &str,
     deadline: Instant,
+    last_pool: &mut Option<Arc<Pool>>,
 ) -> Result<(Server, Arc<Pool>), SessionError> {
     let mut last_error = None;
     let mut deadline = deadline;
@@ -69,10 +70,16 @@ pub async fn checkout(
         let Some(route) = table.primary.clone() else {
             continue;
         };
-        let options = startup.get("options").unwrap_or("");
-        let pool = ctx
-            .pools
-            .get(&route, startup.user(), startup.database(), options);
+        let pool = match last_pool.take() {
+            // The session's pool from its previous transaction: no key to build and hash.
+            Some(p) if p.node_id == route.node_id && p.addr_matches(&route) && !p.is_closed() => p,
+            _ => {
+                let options = startup.get("options").unwrap_or("");
+                ctx.pools
+                    .get(&route, startup.user(), startup.database(), options)
+            }
+        };
+        *last_pool = Some(pool.clone());
         let waited = Instant::now();
         let checked_out = pool
             .checkout(startup, password, ctx.config.load().pool.query_wait_timeout)
@@ -138,10 +145,16 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         out: BytesMut::new(),
     };
     let mut sside = ServerSide::new();
-    let mut attached = server.map(|(server, pool)| Attached { server, pool });
+    // Boxed: a few hundred bytes an idle client does not need to carry.
+    let mut attached = server.map(|b| {
+        let (server, pool) = *b;
+        Box::new(Attached { server, pool })
+    });
     // The client's connection, set aside (in a transaction or not) while pgpivot answers a
     // command itself; taken up again at the client's next request.
-    let mut parked: Option<Attached> = None;
+    let mut parked: Option<Box<Attached>> = None;
+    // The pool of the last transaction, reused while the primary stays put.
+    let mut last_pool: Option<Arc<Pool>> = None;
     let mut resumed = false;
     // An error owed to the client's next request (its transaction died with its server).
     let mut owed: Option<(&'static str, String)> = None;
@@ -180,7 +193,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
             }
             // The client wants a server.
             let deadline = Instant::now() + ctx.config.load().primary_wait_timeout;
-            match Box::pin(checkout(ctx, &startup, &password, deadline)).await {
+            match Box::pin(checkout(ctx, &startup, &password, deadline, &mut last_pool)).await {
                 Ok((mut server, pool)) => {
                     if let Err(e) =
                         Box::pin(server.sync_params(&params, ctx.config.load().connect_timeout))
@@ -193,7 +206,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                         ));
                         continue;
                     }
-                    attached = Some(Attached { server, pool });
+                    attached = Some(Box::new(Attached { server, pool }));
                 }
                 Err(e) => {
                     let code = e.sqlstate();
@@ -308,9 +321,8 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 if sside.buf.is_empty() {
                     sside.buf = BytesMut::new();
                 }
-                if client.out.capacity() > 4096 {
-                    client.out = BytesMut::new();
-                }
+                sside.out = BytesMut::new();
+                client.out = BytesMut::new();
             }
             ServerEnd::Demoted | ServerEnd::ServerLost => {
                 if end == ServerEnd::Demoted || !still_primary(ctx, node) {
@@ -341,7 +353,8 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                     .server_fatal
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .take();
+                    .take()
+                    .map(|b| *b);
                 let (code, msg) = match (&end, held) {
                     // A class-57/08 FATAL from the dying server keeps its words, as an ERROR.
                     (_, Some((c, m))) if c.starts_with("57") || c.starts_with("08") => (
@@ -393,7 +406,7 @@ fn static_code(code: &str) -> &'static str {
 }
 
 /// Returns a connection when the client leaves: reset first in session mode.
-async fn give_back(mut a: Attached, clean: bool, mode: PoolMode) {
+async fn give_back(mut a: Box<Attached>, clean: bool, mode: PoolMode) {
     if clean && mode == PoolMode::Session {
         let ok = tokio::time::timeout(Duration::from_secs(5), a.server.run_quietly("DISCARD ALL"))
             .await

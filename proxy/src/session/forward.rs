@@ -205,7 +205,7 @@ pub async fn server_to_client<R, W>(
     client: &mut W,
     side: &mut ServerSide,
     server_params: &mut HashMap<String, String>,
-    client_params: &mut HashMap<String, String>,
+    client_params: &mut super::params::ClientParams,
     shared: &Shared,
     ctx: &Ctx,
     node_id: usize,
@@ -324,7 +324,17 @@ where
 }
 
 /// Writes a FATAL ErrorResponse (bounded in time: a client that does not read is not waited for).
-pub async fn write_fatal<W: AsyncWrite + Unpin>(client: &mut W, code: &str, message: &str) -> bool {
+///
+/// Boxed: it is awaited on rare paths of long-lived futures, which should not carry its state.
+pub fn write_fatal<'a, W: AsyncWrite + Unpin>(
+    client: &'a mut W,
+    code: &'a str,
+    message: &'a str,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = bool> + 'a>> {
+    Box::pin(write_fatal_now(client, code, message))
+}
+
+async fn write_fatal_now<W: AsyncWrite + Unpin>(client: &mut W, code: &str, message: &str) -> bool {
     let mut out = BytesMut::with_capacity(128 + message.len());
     build::error_response(
         &mut out,

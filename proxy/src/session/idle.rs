@@ -14,7 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::forward::{write_fatal, ClientSide, Shared};
 use super::local::{self, Local};
 use super::prepared::parse_offline;
-use super::Ctx;
+use super::{Ctx, Readable};
+
+/// The first read of a request after an idle period (larger requests grow the buffer).
+const IDLE_READ_CHUNK: usize = 2048;
 
 pub enum Idle {
     /// The client sent a request that needs a server.
@@ -36,7 +39,7 @@ pub async fn idle_turn<R, W>(
     parked: bool,
 ) -> Idle
 where
-    R: tokio::io::AsyncRead + Unpin,
+    R: tokio::io::AsyncRead + Readable + Unpin,
     W: AsyncWrite + Unpin,
 {
     loop {
@@ -53,7 +56,10 @@ where
                     } else {
                         b'I'
                     };
-                    match local::answer(ctx, cw, &mut client.buf, len, shared, status).await {
+                    // Boxed: rarely taken, and an idle client's future should stay small.
+                    match Box::pin(local::answer(ctx, cw, &mut client.buf, len, shared, status))
+                        .await
+                    {
                         Local::Answered => {
                             if parked && client.buf.is_empty() && !local::batch_open(shared) {
                                 // Take the connection up again (its notifications flow).
@@ -159,11 +165,9 @@ where
             .await;
             return Idle::End("shutdown");
         }
-        if client.buf.is_empty() && client.buf.capacity() > 8192 {
+        if client.buf.is_empty() {
+            // Idle: hold no buffer; one is allocated when the next request arrives.
             client.buf = BytesMut::new();
-        }
-        if client.buf.capacity() - client.buf.len() < 128 {
-            client.buf.reserve(256);
         }
         let woken = shared.wake.notified();
         tokio::pin!(woken);
@@ -173,18 +177,32 @@ where
             write_fatal(cw, code, &message).await;
             return Idle::End("ended by pgpivot (KILL CLIENT)");
         }
-        let idle_limit = ctx
-            .config
-            .load()
-            .pool
-            .client_idle_limit
-            .unwrap_or(Duration::from_secs(u32::MAX as u64));
+        // Boxed, and only when a limit is set: a timer entry in every idle client's future
+        // would cost more than the rest of its waiting state.
+        let idle_limit = ctx.config.load().pool.client_idle_limit;
+        let mut limit = idle_limit.map(|d| Box::pin(tokio::time::sleep(d)));
+        let limit_reached = async {
+            match limit.as_mut() {
+                Some(sleep) => sleep.await,
+                None => std::future::pending().await,
+            }
+        };
+        let buf = &mut client.buf;
+        let next_bytes = async {
+            if buf.capacity() - buf.len() < 128 {
+                if buf.is_empty() {
+                    cr.wait_readable().await?;
+                }
+                buf.reserve(IDLE_READ_CHUNK);
+            }
+            cr.read_buf(buf).await
+        };
+        // (A fast shutdown always follows a drain: waiting for the drain covers both.)
         let read = tokio::select! {
-            r = cr.read_buf(&mut client.buf) => r,
+            r = next_bytes => r,
             _ = ctx.shutdown.drain.cancelled() => continue,
-            _ = ctx.shutdown.fast.cancelled() => continue,
             _ = &mut woken => continue,
-            _ = tokio::time::sleep(idle_limit) => {
+            _ = limit_reached => {
                 ctx.metrics.error_sent(Some(sqlstate::ADMIN_SHUTDOWN));
                 write_fatal(cw, sqlstate::ADMIN_SHUTDOWN, "terminating connection due to client idle limit").await;
                 return Idle::End("client idle limit");
@@ -212,7 +230,18 @@ fn ends_transaction(body: &[u8]) -> Option<bool> {
 
 /// Sends `n` × (ErrorResponse, ReadyForQuery with `status`). Returns false if the client is
 /// gone.
-pub async fn answer_errors<W: AsyncWrite + Unpin>(
+/// (Boxed, as `write_fatal`: a rare path of a long-lived future.)
+pub fn answer_errors<'a, W: AsyncWrite + Unpin>(
+    cw: &'a mut W,
+    code: &'a str,
+    message: &'a str,
+    n: u32,
+    status: u8,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = bool> + 'a>> {
+    Box::pin(answer_errors_now(cw, code, message, n, status))
+}
+
+async fn answer_errors_now<W: AsyncWrite + Unpin>(
     cw: &mut W,
     code: &str,
     message: &str,

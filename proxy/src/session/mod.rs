@@ -8,6 +8,7 @@ mod engine;
 pub mod forward;
 mod idle;
 mod local;
+pub mod params;
 pub mod prepared;
 mod shared;
 pub mod sql;
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 
 pub use client_auth::UserDb;
 use conn::ClientConn;
+use params::ClientParams;
 
 use crate::cancel::{send_cancel, CancelRegistry};
 use crate::config::Config;
@@ -64,9 +66,27 @@ pub struct Ctx {
     pub liveness: Arc<Liveness>,
 }
 
+/// Waiting for a client's next bytes without holding a buffer: an idle client costs no read
+/// buffer (memory per idle client is what transaction pooling is for).
+pub trait Readable {
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send + '_;
+}
+
+impl Readable for tokio::net::tcp::OwnedReadHalf {
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send + '_ {
+        self.readable()
+    }
+}
+
+impl Readable for tokio::net::unix::OwnedReadHalf {
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send + '_ {
+        self.readable()
+    }
+}
+
 /// A client socket that can be split into independently owned halves for the two pumps.
 pub trait ClientSocket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    type Read: AsyncRead + Unpin + Send;
+    type Read: AsyncRead + Readable + Unpin + Send;
     type Write: AsyncWrite + Unpin + Send;
     fn into_halves(self) -> (Self::Read, Self::Write);
 }
@@ -123,15 +143,18 @@ pub async fn run<S: ClientSocket>(ctx: Arc<Ctx>, stream: S, peer: Option<std::ne
             return;
         }
     };
-    engine::run(&ctx, conn, login).await;
+    // Boxed as well: the task's own future then holds only what login needed (async fns keep
+    // their arguments and their callees' state side by side).
+    Box::pin(engine::run(&ctx, conn, login)).await;
 }
 
 /// What a logged-in client brings to the engine.
 pub struct Login {
     pub startup: StartupMessage,
     pub password: String,
-    pub server: Option<(Server, Arc<Pool>)>,
-    pub params: HashMap<String, String>,
+    /// Boxed: only a login that had to open a connection has one.
+    pub server: Option<Box<(Server, Arc<Pool>)>>,
+    pub params: ClientParams,
     pub cancel: crate::cancel::CancelHandle,
 }
 
@@ -190,42 +213,50 @@ async fn login<S: ClientSocket>(
         .cloned()
         .collect();
     let (server, params) = match welcome(ctx, &startup, &wanted) {
-        // Transaction pooling with a known pool: greet without holding a server connection.
-        Some(mut params) => {
-            params.extend(wanted);
+        // A known pool: greet without holding a server connection.
+        Some(base) => {
+            let mut params = ClientParams::new(base);
+            for (k, v) in wanted {
+                params.insert(k, v);
+            }
             (None, params)
         }
         None => {
             let deadline = Instant::now() + ctx.config.load().primary_wait_timeout;
-            let (mut server, pool) = engine::checkout(ctx, &startup, &password, deadline).await?;
+            let (mut server, pool) =
+                engine::checkout(ctx, &startup, &password, deadline, &mut None).await?;
             if let Err(e) = server
-                .sync_params(&wanted, ctx.config.load().connect_timeout)
+                .sync_params(
+                    &ClientParams::new(Arc::new(wanted)),
+                    ctx.config.load().connect_timeout,
+                )
                 .await
             {
                 pool.checkin(server, false);
                 return Err(SessionError::Backend(e));
             }
-            let params = server.params.clone();
-            (Some((server, pool)), params)
+            let params = ClientParams::new(Arc::new(server.params.clone()));
+            (Some(Box::new((server, pool))), params)
         }
     };
     let cancel = ctx.cancels.register(crate::cancel::ClientMeta {
         user: user.clone(),
         database: startup.database().to_string(),
         application_name: startup.get("application_name").unwrap_or("").to_string(),
-        addr: peer.map_or_else(|| "unix socket".to_string(), |p| p.to_string()),
+        addr: peer,
         connected_at: Some(std::time::SystemTime::now()),
     });
     // AuthenticationOk, the server's parameters as this client asked for them, our own
     // BackendKeyData, ReadyForQuery.
     let mut out = BytesMut::with_capacity(1024);
     build::auth_ok(&mut out);
-    let mut keys: Vec<&String> = params.keys().collect();
-    keys.sort();
-    for k in keys {
-        if REPORTED.contains(&k.as_str()) {
-            build::parameter_status(&mut out, k, &params[k]);
-        }
+    let mut reported: Vec<(&str, &str)> = params
+        .iter()
+        .filter(|(k, _)| REPORTED.contains(k))
+        .collect();
+    reported.sort();
+    for (k, v) in reported {
+        build::parameter_status(&mut out, k, v);
     }
     build::backend_key_data(&mut out, cancel.pid, &cancel.secret);
     build::ready_for_query(&mut out, b'I');
@@ -248,7 +279,7 @@ fn welcome(
     ctx: &Ctx,
     startup: &StartupMessage,
     wanted: &HashMap<String, String>,
-) -> Option<HashMap<String, String>> {
+) -> Option<Arc<HashMap<String, String>>> {
     let table = ctx.topology.current();
     let options = startup.get("options").unwrap_or("");
     let w = ctx.pools.welcome(

@@ -41,8 +41,9 @@ pub struct Shared {
     pub prep: Mutex<PrepState>,
     /// A FATAL the server sent as it went away (SQLSTATE, message), held back from the client:
     /// the client keeps its connection and gets it as an ERROR for what it was waiting on.
-    pub server_fatal: Mutex<Option<(String, String)>>,
-    stop: Mutex<Option<(&'static str, String)>>,
+    /// (Boxed, like `stop`: rare, and every idle client carries the slot.)
+    pub server_fatal: Mutex<Option<Box<(String, String)>>>,
+    stop: Mutex<Option<Box<(&'static str, String)>>>,
     pub(super) wake: Notify,
     /// Traffic counts not yet added to the pool's and the process's totals.
     pub tally: Tally,
@@ -132,13 +133,13 @@ impl Shared {
 
     pub fn request_stop(&self, code: &'static str, message: String) {
         if let Ok(mut s) = self.stop.lock() {
-            s.get_or_insert((code, message));
+            s.get_or_insert_with(|| Box::new((code, message)));
         }
         self.wake.notify_one();
     }
 
     pub fn take_stop(&self) -> Option<(&'static str, String)> {
-        self.stop.lock().ok().and_then(|mut s| s.take())
+        self.stop.lock().ok().and_then(|mut s| s.take()).map(|b| *b)
     }
 
     pub(super) fn pin(&self, why: &'static str) {

@@ -205,7 +205,7 @@ pub(super) fn stage_server_bytes(
     side: &mut ServerSide,
     shared: &Shared,
     server_params: &mut HashMap<String, String>,
-    client_params: &mut HashMap<String, String>,
+    client_params: &mut super::params::ClientParams,
     server_fatal: &mut bool,
     counters: Option<&NodeCounters>,
     metrics: &Metrics,
@@ -289,7 +289,7 @@ fn observe(
     body: &[u8],
     shared: &Shared,
     server_params: &mut HashMap<String, String>,
-    client_params: &mut HashMap<String, String>,
+    client_params: &mut super::params::ClientParams,
     server_fatal: &mut bool,
 ) -> bool {
     match tag {
@@ -323,7 +323,7 @@ fn observe(
                 *shared
                     .server_fatal
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(held);
+                    .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(held));
                 return false;
             }
         }

@@ -222,6 +222,11 @@ impl Topology {
         &self,
         timeout: Duration,
     ) -> Result<Arc<RoutingTable>, Arc<RoutingTable>> {
+        // The common case, without registering as a waiter (a shared lock) on every checkout.
+        let t = self.current();
+        if t.primary.is_some() {
+            return Ok(t);
+        }
         let deadline = Instant::now() + timeout;
         loop {
             let notified = self.changed.notified();

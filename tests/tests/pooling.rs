@@ -87,7 +87,11 @@ async fn many_clients_share_a_small_pool_with_prepared_statements() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_parameters_follow_the_client_across_server_connections() {
     let cluster = primary_only();
-    let pivot = Pivot::start(&cluster, tx_opts(3)).await.expect("pgpivot");
+    let pivot = Pivot::start(&cluster, tx_opts(2)).await.expect("pgpivot");
+    // The first login opens the pool; a, b and c are then all greeted from the pool's shared
+    // parameters (the case where a connection can skip re-applying them).
+    let warm = pivot.client().await.unwrap();
+    warm.simple_query("SELECT 1").await.unwrap();
     let a = pivot.client().await.unwrap();
     let b = pivot.client().await.unwrap();
     a.batch_execute("SET application_name = 'client-a'; SET TimeZone = 'Asia/Tokyo'")
@@ -96,23 +100,24 @@ async fn session_parameters_follow_the_client_across_server_connections() {
     b.batch_execute("SET application_name = 'client-b'")
         .await
         .unwrap();
-    // Interleave many transactions so each client lands on different server connections.
+    // A client that never SETs anything: it must never see another client's settings (its
+    // server connections skip the comparison when nothing changed since they matched it).
+    let c = pivot.client().await.unwrap();
+    let q = "SELECT current_setting('application_name'), current_setting('TimeZone')";
+    // Three clients on two connections: each lands on connections the others used.
     for _ in 0..20 {
-        let (ra, rb) = tokio::join!(
-            a.query_one(
-                "SELECT current_setting('application_name'), current_setting('TimeZone')",
-                &[]
-            ),
-            b.query_one(
-                "SELECT current_setting('application_name'), current_setting('TimeZone')",
-                &[]
-            ),
+        let (ra, rb, rc) = tokio::join!(
+            a.query_one(q, &[]),
+            b.query_one(q, &[]),
+            c.query_one(q, &[])
         );
-        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        let (ra, rb, rc) = (ra.unwrap(), rb.unwrap(), rc.unwrap());
         assert_eq!(ra.get::<_, String>(0), "client-a");
         assert_eq!(ra.get::<_, String>(1), "Asia/Tokyo");
         assert_eq!(rb.get::<_, String>(0), "client-b");
         assert_ne!(rb.get::<_, String>(1), "Asia/Tokyo");
+        assert_eq!(rc.get::<_, String>(0), "");
+        assert_ne!(rc.get::<_, String>(1), "Asia/Tokyo");
     }
     pivot.stop().await;
 }
@@ -350,5 +355,32 @@ async fn clients_past_max_client_conn_get_53300() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let c = pivot.client().await.expect("a slot is free again");
     c.simple_query("SELECT 1").await.unwrap();
+    pivot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_set_anything_never_sees_another_clients_settings() {
+    let cluster = primary_only();
+    // One server connection: every client takes it right after the previous one.
+    let pivot = Pivot::start(&cluster, tx_opts(1)).await.expect("pgpivot");
+    let warm = pivot.client().await.unwrap();
+    warm.simple_query("SELECT 1").await.unwrap();
+    // Both greeted from the pool's shared parameters.
+    let a = pivot.client().await.unwrap();
+    let c = pivot.client().await.unwrap();
+    let q = "SELECT current_setting('application_name'), current_setting('TimeZone')";
+    let default_tz: String = c.query_one(q, &[]).await.unwrap().get(1);
+    for _ in 0..3 {
+        a.batch_execute("SET application_name = 'client-a'; SET TimeZone = 'Asia/Tokyo'")
+            .await
+            .unwrap();
+        let rc = c.query_one(q, &[]).await.unwrap();
+        assert_eq!(rc.get::<_, String>(0), "");
+        assert_eq!(rc.get::<_, String>(1), default_tz);
+        let ra = a.query_one(q, &[]).await.unwrap();
+        assert_eq!(ra.get::<_, String>(0), "client-a");
+        assert_eq!(ra.get::<_, String>(1), "Asia/Tokyo");
+        a.batch_execute("RESET ALL").await.unwrap();
+    }
     pivot.stop().await;
 }

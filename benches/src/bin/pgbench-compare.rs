@@ -132,6 +132,12 @@ fn main() -> anyhow::Result<()> {
     let mut env: HashMap<String, String> =
         pivot_env(&cluster, &PivotOptions::default(), &listen, dir.path());
     env.insert("PGPIVOT_LOG".into(), "warn".into());
+    // Runtime knobs pass through (e.g. TOKIO_WORKER_THREADS=1 to compare scheduler layouts).
+    for (k, v) in std::env::vars() {
+        if k.starts_with("TOKIO_") {
+            env.insert(k, v);
+        }
+    }
     env.insert("PGPIVOT_CHECK_INTERVAL_MS".into(), "500".into());
     env.insert("PGPIVOT_POOL_MODE".into(), a.pool_mode.clone());
     // Session mode needs a server connection per client.

@@ -41,6 +41,9 @@ pub struct Server {
     pub prepared: ServerStatements,
     pub created: Instant,
     pub last_used: Instant,
+    /// The shared parameter map `params` was last made to match (held, so its address cannot
+    /// be reused): the next client with exactly that map skips the comparison.
+    pub synced_to: Option<std::sync::Arc<crate::session::params::Params>>,
 }
 
 impl Server {
@@ -60,12 +63,31 @@ impl Server {
             prepared: ServerStatements::default(),
             created: now,
             last_used: now,
+            synced_to: None,
         }
     }
 
     /// Makes this connection's parameters match `wanted` (a client's), with one round trip of
     /// SET/RESET when anything differs. Errors mean the connection is unusable for this client.
     pub async fn sync_params(
+        &mut self,
+        wanted: &ClientParams,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        if let (Some(w), Some(s)) = (wanted.pristine(), &self.synced_to) {
+            if std::sync::Arc::ptr_eq(w, s) {
+                return Ok(());
+            }
+        }
+        let result = self.sync_params_now(wanted, timeout).await;
+        self.synced_to = match result {
+            Ok(()) => wanted.pristine().cloned(),
+            Err(_) => None,
+        };
+        result
+    }
+
+    async fn sync_params_now(
         &mut self,
         wanted: &ClientParams,
         timeout: Duration,
@@ -107,6 +129,8 @@ impl Server {
 
     /// Runs a simple query whose results nobody sees; ParameterStatus updates are recorded.
     pub async fn run_quietly(&mut self, sql: &str) -> Result<(), String> {
+        // Whatever this runs may change parameters.
+        self.synced_to = None;
         let mut out = BytesMut::with_capacity(sql.len() + 6);
         postgres_protocol::message::frontend::query(sql, &mut out).map_err(|e| e.to_string())?;
         self.conn

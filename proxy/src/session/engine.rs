@@ -278,6 +278,10 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         })
         .await;
         cancel.set_backend(None, None);
+        if params.pristine().is_none() {
+            // The client's own SETs are on this connection now.
+            a.server.synced_to = None;
+        }
         sside.pool = None;
         shared.tally.flush(Some(a.pool.stats()), &ctx.metrics);
         shared.yield_wanted.store(false, Ordering::Relaxed);

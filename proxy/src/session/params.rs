@@ -28,6 +28,12 @@ impl ClientParams {
             .map(String::as_str)
     }
 
+    /// The shared map this client's parameters are exactly equal to, if it has no differences
+    /// of its own: a server connection last synced to the same map needs no SET at all.
+    pub fn pristine(&self) -> Option<&Arc<Params>> {
+        self.own.is_none().then_some(&self.base)
+    }
+
     pub fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()
     }

@@ -27,6 +27,9 @@ pub enum Effect {
 
 /// Effects of every statement in `sql` (a Query or a Parse text).
 pub fn effects(sql: &[u8]) -> Vec<Effect> {
+    if plainly_without_effects(sql) {
+        return Vec::new();
+    }
     let mut out = Vec::new();
     let text = String::from_utf8_lossy(sql);
     let lower = text.to_ascii_lowercase();
@@ -65,6 +68,69 @@ pub fn effects(sql: &[u8]) -> Vec<Effect> {
         }
     }
     out
+}
+
+/// The common case, decided without allocating (this runs for every Query and Parse): one
+/// statement whose first keyword can neither bind session state nor reset statements, and no
+/// advisory-lock call or `INTO` anywhere in it.
+fn plainly_without_effects(sql: &[u8]) -> bool {
+    let end = sql
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace() && *c != b';' && *c != 0)
+        .map_or(0, |i| i + 1);
+    let body = &sql[..end];
+    if body.contains(&b';') || contains_ci(body, b"advisory") {
+        return false;
+    }
+    let start = body
+        .iter()
+        .position(|c| !c.is_ascii_whitespace() && *c != b'(')
+        .unwrap_or(body.len());
+    let rest = &body[start..];
+    let word_end = rest
+        .iter()
+        .position(|c| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    let word = &rest[..word_end];
+    const PLAIN: &[&[u8]] = &[
+        b"select",
+        b"insert",
+        b"update",
+        b"delete",
+        b"with",
+        b"values",
+        b"begin",
+        b"start",
+        b"commit",
+        b"end",
+        b"rollback",
+        b"abort",
+        b"savepoint",
+        b"release",
+        b"show",
+        b"explain",
+        b"table",
+        b"fetch",
+        b"move",
+        b"close",
+        b"truncate",
+        b"lock",
+        b"merge",
+        b"copy",
+    ];
+    if !PLAIN.iter().any(|p| word.eq_ignore_ascii_case(p)) {
+        return false;
+    }
+    // `SELECT … INTO TEMP` creates a temporary table.
+    let selects = [&b"select"[..], b"with", b"values", b"table"]
+        .iter()
+        .any(|p| word.eq_ignore_ascii_case(p));
+    !(selects && contains_ci(body, b"into"))
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn is_temp(words: &[&str]) -> bool {
@@ -190,6 +256,23 @@ mod tests {
 
     fn e(s: &str) -> Vec<Effect> {
         effects(s.as_bytes())
+    }
+
+    #[test]
+    fn plain_statements_are_recognised_without_allocating() {
+        assert!(plainly_without_effects(
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+        ));
+        assert!(plainly_without_effects(b"insert into t values (1);"));
+        assert!(plainly_without_effects(b"  BEGIN"));
+        assert!(!plainly_without_effects(b"select 1; listen x"));
+        assert!(!plainly_without_effects(b"SELECT pg_advisory_lock(1)"));
+        assert!(!plainly_without_effects(b"select * into temp t from x"));
+        assert!(!plainly_without_effects(b"LISTEN x"));
+        assert!(!plainly_without_effects(b"set search_path to x"));
+        assert!(!plainly_without_effects(b"DEALLOCATE ALL"));
+        assert!(!plainly_without_effects(b"prepare p as select 1"));
+        assert!(!plainly_without_effects(b""));
     }
 
     #[test]

@@ -149,6 +149,14 @@ impl CancelRegistry {
             .collect()
     }
 
+    /// Every session's shared state (for the idle-limit sweep).
+    pub fn sessions(&self) -> Vec<Arc<crate::session::forward::Shared>> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.session.clone())
+            .collect()
+    }
+
     /// Ends a client's session (FATAL 57P01 at its next message boundary); false if there is
     /// no such client.
     pub fn kill(&self, id: i32) -> bool {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod error;
+pub mod idle_limit;
 pub mod metrics;
 pub mod pause;
 pub mod pool;

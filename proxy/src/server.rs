@@ -95,6 +95,7 @@ impl Running {
             known_statements: Default::default(),
             started_at: std::time::SystemTime::now(),
             pause: Default::default(),
+            clock: Default::default(),
             config: config.into(),
             topology,
             cancels: CancelRegistry::new(),
@@ -107,6 +108,7 @@ impl Running {
             None => None,
         };
         let metrics_addr = http.as_ref().map(|h| h.local_addr);
+        crate::idle_limit::spawn(ctx.clone(), monitor_stop.clone());
         let sessions = TaskTracker::new();
         let listeners = TaskTracker::new();
         listeners.spawn(accept_tcp(tcp, ctx.clone(), sessions.clone()));

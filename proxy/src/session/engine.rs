@@ -138,6 +138,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
     } = login;
     let mode = ctx.config.load().pool.mode;
     let shared = Arc::new(Shared::new());
+    shared.last_active.store(ctx.clock.now(), Ordering::Relaxed);
     cancel.set_session(shared.clone());
     let mut client = ClientSide {
         buf,

@@ -159,7 +159,7 @@ where
         }
         match client.read_buf(&mut side.buf).await {
             Ok(0) | Err(_) => return ClientEnd::Closed,
-            Ok(_) => {}
+            Ok(_) => shared.last_active.store(ctx.clock.now(), Ordering::Relaxed),
         }
     }
 }

@@ -175,18 +175,8 @@ where
         if let Some((code, message)) = shared.take_stop() {
             ctx.metrics.error_sent(Some(code));
             write_fatal(cw, code, &message).await;
-            return Idle::End("ended by pgpivot (KILL CLIENT)");
+            return Idle::End("ended by pgpivot (idle limit or KILL CLIENT)");
         }
-        // Boxed, and only when a limit is set: a timer entry in every idle client's future
-        // would cost more than the rest of its waiting state.
-        let idle_limit = ctx.config.load().pool.client_idle_limit;
-        let mut limit = idle_limit.map(|d| Box::pin(tokio::time::sleep(d)));
-        let limit_reached = async {
-            match limit.as_mut() {
-                Some(sleep) => sleep.await,
-                None => std::future::pending().await,
-            }
-        };
         let buf = &mut client.buf;
         let next_bytes = async {
             if buf.capacity() - buf.len() < 128 {
@@ -202,15 +192,10 @@ where
             r = next_bytes => r,
             _ = ctx.shutdown.drain.cancelled() => continue,
             _ = &mut woken => continue,
-            _ = limit_reached => {
-                ctx.metrics.error_sent(Some(sqlstate::ADMIN_SHUTDOWN));
-                write_fatal(cw, sqlstate::ADMIN_SHUTDOWN, "terminating connection due to client idle limit").await;
-                return Idle::End("client idle limit");
-            }
         };
         match read {
             Ok(0) | Err(_) => return Idle::End("client left"),
-            Ok(_) => {}
+            Ok(_) => shared.last_active.store(ctx.clock.now(), Ordering::Relaxed),
         }
     }
 }

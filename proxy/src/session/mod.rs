@@ -57,6 +57,8 @@ pub struct Ctx {
     pub started_at: std::time::SystemTime,
     /// PAUSE/RESUME.
     pub pause: crate::pause::Pause,
+    /// Coarse time for the client idle limit.
+    pub clock: crate::idle_limit::Clock,
     /// Prepared statements some server connection has accepted: a client's Parse of one of these
     /// can be answered without a server (see `prepared::parse_offline`).
     pub known_statements: dashmap::DashSet<u64>,

@@ -23,6 +23,8 @@ pub struct Shared {
     pub yield_wanted: AtomicBool,
     /// A transaction or request is outstanding (counted in PAUSE's wait).
     pub busy: AtomicBool,
+    /// When the client last sent something, in [`crate::idle_limit::Clock`] seconds.
+    pub last_active: std::sync::atomic::AtomicU64,
     /// Extended-protocol messages sent since the last Sync.
     pub unsynced: AtomicBool,
     /// Syncs the client sent since its last Execute: if a COPY FROM follows, the server ignores
@@ -64,6 +66,7 @@ impl Shared {
             status: AtomicU8::new(b'I'),
             yield_wanted: AtomicBool::new(false),
             busy: AtomicBool::new(false),
+            last_active: std::sync::atomic::AtomicU64::new(0),
             unsynced: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             client_boundary: AtomicBool::new(true),

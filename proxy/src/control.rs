@@ -210,7 +210,14 @@ impl Control for Ctx {
                 Action::Pause => {
                     self.pause.set(true);
                     tracing::warn!("PAUSE: new transactions are held");
-                    let left = self.pause.wait_quiet(PAUSE_WAIT).await;
+                    let busy = || {
+                        self.cancels
+                            .sessions()
+                            .iter()
+                            .filter(|s| s.busy.load(Ordering::SeqCst))
+                            .count()
+                    };
+                    let left = self.pause.wait_quiet(PAUSE_WAIT, busy).await;
                     if left == 0 {
                         Ok("paused: no transaction is running; new ones wait for RESUME".into())
                     } else {

@@ -1,24 +1,27 @@
 //! PAUSE/RESUME: hold new transactions while running ones finish, for a planned switchover with
 //! no client errors (PAUSE, promote the standby, RESUME: held clients go to the new primary).
+//!
+//! Which sessions are inside a transaction is each session's own flag (`Shared::busy`); PAUSE
+//! polls them rather than every transaction touching a counter all cores share.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 pub struct Pause {
     paused: watch::Sender<bool>,
-    /// Sessions with a transaction or request outstanding.
-    busy: AtomicUsize,
-    quiet: Notify,
+    /// The same, read with sequential consistency against the sessions' flags: a session marks
+    /// itself busy *then* checks this, PAUSE sets this *then* reads the flags — one of the two
+    /// always sees the other.
+    flag: AtomicBool,
 }
 
 impl Default for Pause {
     fn default() -> Self {
         Pause {
             paused: watch::Sender::new(false),
-            busy: AtomicUsize::new(0),
-            quiet: Notify::new(),
+            flag: AtomicBool::new(false),
         }
     }
 }
@@ -26,7 +29,7 @@ impl Default for Pause {
 impl Pause {
     #[inline]
     pub fn is_paused(&self) -> bool {
-        *self.paused.borrow()
+        self.flag.load(Ordering::SeqCst)
     }
 
     /// Returns at once unless paused; otherwise when RESUME comes.
@@ -36,41 +39,20 @@ impl Pause {
     }
 
     pub fn set(&self, paused: bool) {
+        self.flag.store(paused, Ordering::SeqCst);
         self.paused.send_replace(paused);
     }
 
-    pub fn busy_enter(&self) {
-        self.busy.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn busy_leave(&self) {
-        if self.busy.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.quiet.notify_waiters();
-        }
-    }
-
-    pub fn busy(&self) -> usize {
-        self.busy.load(Ordering::Relaxed)
-    }
-
-    /// Waits (up to `timeout`) until no session is busy; returns how many still are.
-    pub async fn wait_quiet(&self, timeout: Duration) -> usize {
+    /// Waits (up to `timeout`) until `busy()` reports no session inside a transaction;
+    /// returns how many still are.
+    pub async fn wait_quiet(&self, timeout: Duration, busy: impl Fn() -> usize) -> usize {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let notified = self.quiet.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let n = self.busy();
-            if n == 0 {
-                return 0;
+            let n = busy();
+            if n == 0 || tokio::time::Instant::now() >= deadline {
+                return n;
             }
-            // Re-check now and then: a session that ended busy also leaves.
-            let step = deadline.min(tokio::time::Instant::now() + Duration::from_millis(100));
-            if tokio::time::timeout_at(step, notified).await.is_err()
-                && tokio::time::Instant::now() >= deadline
-            {
-                return self.busy();
-            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
@@ -82,12 +64,18 @@ mod tests {
     #[tokio::test]
     async fn pause_waits_for_busy_sessions_and_resume_releases_waiters() {
         let p = std::sync::Arc::new(Pause::default());
-        p.busy_enter();
+        let busy = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
         p.set(true);
-        assert_eq!(p.wait_quiet(Duration::from_millis(50)).await, 1);
+        let b = busy.clone();
+        let count = move || b.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            p.wait_quiet(Duration::from_millis(50), count.clone()).await,
+            1
+        );
         let p2 = p.clone();
-        let t = tokio::spawn(async move { p2.wait_quiet(Duration::from_secs(5)).await });
-        p.busy_leave();
+        let t = tokio::spawn(async move { p2.wait_quiet(Duration::from_secs(5), count).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        busy.store(0, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(t.await.unwrap(), 0);
         let p3 = p.clone();
         let held = tokio::spawn(async move { p3.wait_resumed().await });

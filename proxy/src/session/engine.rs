@@ -181,9 +181,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                     if let Some(p) = parked.take() {
                         p.pool.checkin(p.server, false);
                     }
-                    if shared.busy.swap(false, Ordering::Relaxed) {
-                        ctx.pause.busy_leave();
-                    }
+                    shared.busy.store(false, Ordering::Relaxed);
                     break why;
                 }
             }
@@ -286,8 +284,8 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         sside.pool = None;
         shared.tally.flush(Some(a.pool.stats()), &ctx.metrics);
         shared.yield_wanted.store(false, Ordering::Relaxed);
-        if !matches!(end, Ok(ServerEnd::Yield)) && shared.busy.swap(false, Ordering::Relaxed) {
-            ctx.pause.busy_leave();
+        if !matches!(end, Ok(ServerEnd::Yield)) {
+            shared.busy.store(false, Ordering::Relaxed);
         }
         std::mem::swap(&mut shared.prep().server, &mut a.server.prepared);
         if matches!(end, Ok(ServerEnd::Release)) && a.server.prepared.len() != statements_before {

@@ -106,9 +106,15 @@ where
     let mut generation = ctx.topology.generation();
     let counters = ctx.topology.counters(node_id);
     loop {
-        // PAUSE holds a client's next transaction (not the rest of a running one).
-        if !side.buf.is_empty() && !shared.busy.load(Ordering::Relaxed) && ctx.pause.is_paused() {
-            ctx.pause.wait_resumed().await;
+        // PAUSE holds a client's next transaction (not the rest of a running one). Busy first,
+        // then the check (see `Pause`), so PAUSE never misses a transaction starting.
+        if !side.buf.is_empty() && !shared.busy.load(Ordering::Relaxed) {
+            shared.busy.store(true, Ordering::SeqCst);
+            if ctx.pause.is_paused() {
+                shared.busy.store(false, Ordering::SeqCst);
+                ctx.pause.wait_resumed().await;
+                continue;
+            }
         }
         // Never send anything new to a node that stopped being primary (design 1.1). Checked
         // before staging, so requests not yet sent stay in the buffer, uncounted, and go to the
@@ -132,9 +138,6 @@ where
             .client_boundary
             .store(side.scan.at_boundary(), Ordering::Relaxed);
         if !side.out.is_empty() {
-            if !shared.busy.swap(true, Ordering::Relaxed) {
-                ctx.pause.busy_enter();
-            }
             shared.in_flight.store(pos, Ordering::Relaxed);
             let wrote = server.write_all(&side.out).await;
             shared.tally.bytes_in(side.out.len());
@@ -225,7 +228,6 @@ where
         changed.as_mut().enable();
         if shared.busy.load(Ordering::Relaxed) && side.buf.is_empty() && shared.quiescent() {
             shared.busy.store(false, Ordering::Relaxed);
-            ctx.pause.busy_leave();
         }
 
         // Safe point: everything read so far has been written out.

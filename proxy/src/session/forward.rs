@@ -218,14 +218,16 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    // Registered once per attachment, before the generation is read (registering on every
+    // turn would take the waiter list's lock, shared by all sessions, on every server read).
+    let changed = ctx.topology.notified();
+    tokio::pin!(changed);
+    changed.as_mut().enable();
     let mut generation = ctx.topology.generation();
     let mut draining = false;
     let mut server_fatal = false;
     let counters = ctx.topology.counters(node_id);
     loop {
-        let changed = ctx.topology.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
         if shared.busy.load(Ordering::Relaxed) && side.buf.is_empty() && shared.quiescent() {
             shared.busy.store(false, Ordering::Relaxed);
         }
@@ -282,7 +284,12 @@ where
         let read = tokio::select! {
             biased;
             _ = shared.wake.notified() => continue,
-            _ = &mut changed => continue,
+            _ = &mut changed => {
+                // Registered again before the generation is read at the top.
+                changed.set(ctx.topology.notified());
+                changed.as_mut().enable();
+                continue;
+            }
             _ = ctx.shutdown.fast.cancelled() => continue,
             _ = ctx.shutdown.drain.cancelled(), if !draining => {
                 draining = true;

@@ -180,18 +180,7 @@ impl Control for Ctx {
     }
 
     fn failovers(&self) -> Vec<FailoverInfo> {
-        self.topology
-            .failovers()
-            .into_iter()
-            .map(|f| FailoverInfo {
-                at: f.at,
-                from: f.from,
-                to: f.to,
-                generation: f.generation,
-                gap: f.gap,
-                clients_affected: f.clients_affected,
-            })
-            .collect()
+        self.topology.failovers()
     }
 
     fn process(&self) -> ProcessInfo {

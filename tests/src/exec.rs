@@ -253,3 +253,29 @@ where
     cmd.args(args).env("PGPASSWORD", password);
     run(&mut cmd, None)
 }
+
+/// `pgbench -i -q -s <scale>` straight against node 0 of `cluster` as its app user (the tables
+/// the pgbench runs in tests use). Fails with pgbench's output if it fails.
+pub fn pgbench_init(cluster: &crate::Cluster, scale: u32) -> anyhow::Result<()> {
+    let o = cluster.options();
+    let out = pgbench(
+        &o.app_password,
+        [
+            "-i",
+            "-q",
+            "-s",
+            &scale.to_string(),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port(0).to_string(),
+            "-U",
+            &o.app_user,
+            &o.database,
+        ],
+    )?;
+    if !out.success() {
+        bail!("pgbench -i failed: {}", out.stderr);
+    }
+    Ok(())
+}

@@ -40,8 +40,8 @@ pub mod wire;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use exec::{
-    check_pg_binaries, pg_bin, pg_bin_dir, pgbench, running_as_root, CmdOutput, DEFAULT_PG_BIN,
-    PG_BIN_ENV,
+    check_pg_binaries, pg_bin, pg_bin_dir, pgbench, pgbench_init, running_as_root, CmdOutput,
+    DEFAULT_PG_BIN, PG_BIN_ENV,
 };
 pub use node::{AuthMethod, Node};
 pub use pivot::{

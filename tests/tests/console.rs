@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use pgpivot_tests::e2e::{connect_err, db_error, psql, start_pivot};
-use pgpivot_tests::{connect, pgbench, Cluster, ClusterOptions, Pivot, PivotOptions};
+use pgpivot_tests::{connect, pgbench, pgbench_init, Cluster, ClusterOptions, Pivot, PivotOptions};
 
 const ADMIN: &str = "admin";
 const ADMIN_PASSWORD: &str = "admin-secret";
@@ -196,24 +196,7 @@ async fn kill_client_detach_attach_and_set_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planned_switchover_with_pause_and_resume_has_no_client_errors() {
     let c = cluster_with_standby();
-    let init = pgbench(
-        "secret",
-        [
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &c.port(0).to_string(),
-            "-U",
-            "app",
-            "bench",
-        ],
-    )
-    .unwrap();
-    assert!(init.success(), "{}", init.stderr);
+    pgbench_init(&c, 1).expect("pgbench -i");
     let p = start_pivot(&c, admin_opts("session")).await;
     let port = p.addr.port().to_string();
     let bench = tokio::task::spawn_blocking(move || {

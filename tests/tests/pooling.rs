@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use pgpivot_tests::e2e::wait_active;
-use pgpivot_tests::{connect, pgbench, Cluster, ClusterOptions, Pivot, PivotOptions};
+use pgpivot_tests::{connect, pgbench, pgbench_init, Cluster, ClusterOptions, Pivot, PivotOptions};
 
 fn tx_opts(pool_size: usize) -> PivotOptions {
     PivotOptions {
@@ -262,24 +262,7 @@ async fn cancel_reaches_the_connection_the_client_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_prepared_fifty_clients_through_a_pool_of_five() {
     let cluster = primary_only();
-    let init = pgbench(
-        "secret",
-        [
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &cluster.port(0).to_string(),
-            "-U",
-            "app",
-            "bench",
-        ],
-    )
-    .unwrap();
-    assert!(init.success(), "{}", init.stderr);
+    pgbench_init(&cluster, 1).expect("pgbench -i");
     let pivot = Pivot::start(&cluster, tx_opts(5)).await.expect("pgpivot");
     let port = pivot.addr.port().to_string();
     for mode in ["prepared", "extended", "simple"] {

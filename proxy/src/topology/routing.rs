@@ -65,16 +65,8 @@ pub enum Operator {
 
 pub type OperatorReply = tokio::sync::oneshot::Sender<Result<String, String>>;
 
-/// One change of primary, kept for `SHOW FAILOVERS`.
-#[derive(Debug, Clone)]
-pub struct FailoverRecord {
-    pub at: SystemTime,
-    pub from: Option<usize>,
-    pub to: usize,
-    pub generation: u64,
-    pub gap: Option<Duration>,
-    pub clients_affected: u64,
-}
+/// One change of primary, kept for `SHOW FAILOVERS` (the admin crate's own record).
+pub type FailoverRecord = pgpivot_admin::FailoverInfo;
 
 /// Backend ids pgpivot keeps counters for (Pgpool allows 0..127).
 const MAX_NODES: usize = 128;

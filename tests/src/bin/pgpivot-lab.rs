@@ -82,6 +82,10 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let mut env = pivot_env(&cluster, &opts, &listen, &socket_dir);
+    // The admin console, on loopback next to the data port.
+    env.insert("PGPOOL_ADMIN_USERNAME".into(), "admin".into());
+    env.insert("PGPOOL_ADMIN_PASSWORD".into(), "admin".into());
+    env.insert("PGPIVOT_ADMIN_ADDR".into(), "127.0.0.1:0".into());
     // Let the operator try settings: PGPIVOT_* from our own environment win.
     for (k, v) in std::env::vars() {
         if k.starts_with("PGPIVOT_")
@@ -112,6 +116,13 @@ async fn main() -> anyhow::Result<()> {
     );
     if let Some(m) = running.metrics_addr {
         println!("metrics:  curl http://{m}/metrics   (also /livez, /readyz)");
+    }
+    if let Some(a) = running.admin_addr {
+        println!(
+            "console:  PGPASSWORD=admin {} \"host=127.0.0.1 port={} user=admin dbname=pgpivot\" -c 'SHOW NODES'",
+            psql.display(),
+            a.port()
+        );
     }
     println!();
     println!(

@@ -5,6 +5,7 @@
 //! (everything else there belongs to PostgreSQL); the console accepts them all.
 
 use crate::error::AdminError;
+use crate::state::Action;
 
 /// The Pgpool-II `SHOW pool_*` commands, answered on the data port too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,14 +41,8 @@ pub enum Command {
     ShowVersion,
     ShowFailovers,
     ShowHelp,
-    Pause,
-    Resume,
-    Reload,
-    DetachNode(usize),
-    AttachNode(usize),
-    SetPrimary(Option<usize>),
-    KillClient(i32),
-    Shutdown,
+    /// A command that changes something.
+    Act(Action),
     /// An empty query string (psql sends these for a lone `;`).
     Empty,
 }
@@ -112,15 +107,15 @@ pub fn parse(text: &str) -> Result<Command, AdminError> {
         ["show", "version"] => Command::ShowVersion,
         ["show", "failovers"] => Command::ShowFailovers,
         ["show", "help"] => Command::ShowHelp,
-        ["pause"] => Command::Pause,
-        ["resume"] => Command::Resume,
-        ["reload"] => Command::Reload,
-        ["shutdown"] => Command::Shutdown,
-        ["detach", "node", n] => Command::DetachNode(number(n, "node id")?),
-        ["attach", "node", n] => Command::AttachNode(number(n, "node id")?),
-        ["set", "primary", "auto"] => Command::SetPrimary(None),
-        ["set", "primary", n] => Command::SetPrimary(Some(number(n, "node id")?)),
-        ["kill", "client", n] => Command::KillClient(number(n, "client id")?),
+        ["pause"] => Command::Act(Action::Pause),
+        ["resume"] => Command::Act(Action::Resume),
+        ["reload"] => Command::Act(Action::Reload),
+        ["shutdown"] => Command::Act(Action::Shutdown),
+        ["detach", "node", n] => Command::Act(Action::DetachNode(number(n, "node id")?)),
+        ["attach", "node", n] => Command::Act(Action::AttachNode(number(n, "node id")?)),
+        ["set", "primary", "auto"] => Command::Act(Action::SetPrimary(None)),
+        ["set", "primary", n] => Command::Act(Action::SetPrimary(Some(number(n, "node id")?))),
+        ["kill", "client", n] => Command::Act(Action::KillClient(number(n, "client id")?)),
         _ => return Err(AdminError::Unknown(t.to_string())),
     };
     Ok(cmd)
@@ -190,18 +185,21 @@ mod tests {
     #[test]
     fn console_commands_parse_with_arguments() {
         assert_eq!(parse("show NODES;").unwrap(), Command::ShowNodes);
-        assert_eq!(parse("Detach Node 1").unwrap(), Command::DetachNode(1));
+        assert_eq!(
+            parse("Detach Node 1").unwrap(),
+            Command::Act(Action::DetachNode(1))
+        );
         assert_eq!(
             parse("SET PRIMARY 0").unwrap(),
-            Command::SetPrimary(Some(0))
+            Command::Act(Action::SetPrimary(Some(0)))
         );
         assert_eq!(
             parse("set primary auto").unwrap(),
-            Command::SetPrimary(None)
+            Command::Act(Action::SetPrimary(None))
         );
         assert_eq!(
             parse("KILL CLIENT 1234").unwrap(),
-            Command::KillClient(1234)
+            Command::Act(Action::KillClient(1234))
         );
         assert_eq!(parse(" ; ").unwrap(), Command::Empty);
         assert!(matches!(

@@ -40,14 +40,7 @@ pub async fn execute(cmd: &Command, ctl: &dyn Control) -> Result<Output, AdminEr
         Command::ShowVersion => c::version::run(ctl),
         Command::ShowFailovers => c::failovers::run(ctl),
         Command::ShowHelp => c::help::run(),
-        Command::Pause => c::pause::run(ctl).await?,
-        Command::Resume => c::resume::run(ctl).await?,
-        Command::Reload => c::reload::run(ctl).await?,
-        Command::Shutdown => c::shutdown::run(ctl).await?,
-        Command::DetachNode(n) => c::detach_node::run(ctl, *n).await?,
-        Command::AttachNode(n) => c::attach_node::run(ctl, *n).await?,
-        Command::SetPrimary(n) => c::set_primary::run(ctl, *n).await?,
-        Command::KillClient(id) => c::kill_client::run(ctl, *id).await?,
+        Command::Act(action) => c::act(ctl, action).await?,
         Command::Empty => Output::done(""),
     })
 }

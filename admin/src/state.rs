@@ -161,18 +161,45 @@ pub struct ProcessInfo {
     pub paused: bool,
 }
 
-/// What an operator asks pgpivot to do.
+/// What an operator asks pgpivot to do (the console's commands that change something; the
+/// proxy carries them out in `Control::act`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
+    /// `PAUSE`: let running transactions finish and hold new ones (a planned switchover with
+    /// no client errors).
     Pause,
+    /// `RESUME`: release the transactions PAUSE held.
     Resume,
+    /// `RELOAD`: re-read the configuration file and `NAME_FILE` secrets without dropping
+    /// clients (also SIGHUP).
     Reload,
+    /// `DETACH NODE n`: no traffic, never chosen as primary, until `ATTACH NODE n`.
     DetachNode(usize),
+    /// `ATTACH NODE n`: back in service; the monitor decides its role.
     AttachNode(usize),
-    /// `None` hands the decision back to the monitor.
+    /// `SET PRIMARY n` / `SET PRIMARY AUTO`: the operator's decision when fencing refuses to
+    /// guess (a tie); `None` hands it back to the monitor.
     SetPrimary(Option<usize>),
+    /// `KILL CLIENT id`: end one client's session (57P01).
     KillClient(i32),
+    /// `SHUTDOWN`: drain and stop, as SIGTERM does.
     Shutdown,
+}
+
+impl Action {
+    /// The completion tag, as PostgreSQL names a command by its first word.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            Action::Pause => "PAUSE",
+            Action::Resume => "RESUME",
+            Action::Reload => "RELOAD",
+            Action::DetachNode(_) => "DETACH",
+            Action::AttachNode(_) => "ATTACH",
+            Action::SetPrimary(_) => "SET",
+            Action::KillClient(_) => "KILL",
+            Action::Shutdown => "SHUTDOWN",
+        }
+    }
 }
 
 pub type ActionFuture<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;

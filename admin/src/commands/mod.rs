@@ -1,14 +1,11 @@
-//! One file per admin command.
+//! One file per SHOW command and its result set; the actions (PAUSE, RELOAD, ...) are
+//! documented on [`Action`] and carried out by the proxy, their answer built here.
 
-pub mod attach_node;
 pub mod clients;
 pub mod config;
-pub mod detach_node;
 pub mod failovers;
 pub mod help;
-pub mod kill_client;
 pub mod nodes;
-pub mod pause;
 pub mod pool_backend_stats;
 pub mod pool_health_check_stats;
 pub mod pool_nodes;
@@ -16,11 +13,7 @@ pub mod pool_pools;
 pub mod pool_processes;
 pub mod pool_version;
 pub mod pools;
-pub mod reload;
-pub mod resume;
 pub mod servers;
-pub mod set_primary;
-pub mod shutdown;
 pub mod stats;
 pub mod version;
 
@@ -29,8 +22,9 @@ use crate::result::Output;
 use crate::state::{Action, Control};
 
 /// Runs an action; its message reaches the operator as a NOTICE before the completion tag.
-async fn act(ctl: &dyn Control, action: Action, tag: &str) -> Result<Output, AdminError> {
-    let message = ctl.act(action).await.map_err(AdminError::Refused)?;
+pub async fn act(ctl: &dyn Control, action: &Action) -> Result<Output, AdminError> {
+    let tag = action.tag();
+    let message = ctl.act(action.clone()).await.map_err(AdminError::Refused)?;
     let mut out = Output::done(tag);
     out.notice = Some(message);
     Ok(out)

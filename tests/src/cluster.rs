@@ -18,6 +18,7 @@ use crate::guard::Guardian;
 use crate::node::{hba_conf, sql_ident, sql_literal, write_pg_file, AuthMethod, Node, NODE_CONF};
 use crate::ports::free_port;
 use crate::procs;
+use crate::repmgr::{check_repmgr_binaries, Daemons, REPMGR_USER};
 use crate::tmpdir::make_tempdir;
 use anyhow::Context;
 use std::fs;
@@ -55,6 +56,9 @@ pub struct ClusterOptions {
     /// Extra `postgresql.conf` lines for every node (before the per-node
     /// include, after the fixture's defaults, so they override those).
     pub extra_conf: Vec<String>,
+    /// Build and run the cluster with repmgr (see `repmgr.rs`): standbys are cloned and
+    /// registered by repmgr, and repmgrd (automatic failover) runs on every node.
+    pub repmgr: bool,
 }
 
 impl Default for ClusterOptions {
@@ -70,6 +74,7 @@ impl Default for ClusterOptions {
             check_password: "checkpw".into(),
             max_connections: 200,
             extra_conf: Vec::new(),
+            repmgr: false,
         }
     }
 }
@@ -82,6 +87,8 @@ pub struct Cluster {
     root: PathBuf,
     tmp: Option<TempDir>,
     guardian: Option<Guardian>,
+    /// repmgrd daemons (repmgr clusters only).
+    pub(crate) repmgrd: std::sync::Mutex<Daemons>,
 }
 
 impl Cluster {
@@ -89,6 +96,9 @@ impl Cluster {
     /// from node 0 (and, if requested, node 0 is synchronous).
     pub fn start(opts: ClusterOptions) -> anyhow::Result<Cluster> {
         check_pg_binaries()?;
+        if opts.repmgr {
+            check_repmgr_binaries()?;
+        }
         let tmp = make_tempdir()?;
         let root = tmp.path().to_path_buf();
         let guardian = Guardian::spawn(&root)?;
@@ -99,20 +109,38 @@ impl Cluster {
             root,
             tmp: Some(tmp),
             guardian: Some(guardian),
+            repmgrd: Default::default(),
         };
+        let repmgr = cluster.opts.repmgr;
         cluster.init_primary()?;
         cluster.create_app_objects()?;
+        if repmgr {
+            cluster.repmgr_register_primary()?;
+        }
         for _ in 0..cluster.opts.standbys {
             let id = cluster.nodes.len();
             cluster
                 .nodes
                 .push(Node::create(&cluster.root, id, free_port())?);
-            cluster.base_backup(id, 0)?;
+            if repmgr {
+                cluster.repmgr_clone(id)?;
+            } else {
+                cluster.base_backup(id, 0)?;
+            }
             cluster.start_first_time(id)?;
+            if repmgr {
+                cluster.repmgr_register_standby(id)?;
+            }
         }
         cluster.wait_streaming(0, cluster.opts.standbys)?;
         if cluster.opts.synchronous {
             cluster.set_synchronous(0, true)?;
+        }
+        if repmgr {
+            for i in 0..cluster.nodes.len() {
+                cluster.start_repmgrd(i)?;
+            }
+            cluster.wait_repmgrd_monitoring(Duration::from_secs(30))?;
         }
         Ok(cluster)
     }
@@ -148,7 +176,7 @@ impl Cluster {
         run_ok(&mut initdb, TOOL_TIMEOUT).context("initdb")?;
         write_pg_file(
             &node.data_dir.join("pg_hba.conf"),
-            &hba_conf(self.opts.auth_method),
+            &hba_conf(self.opts.auth_method, self.opts.repmgr),
         )?;
         let conf = node.data_dir.join("postgresql.conf");
         let mut text = fs::read_to_string(&conf)?;
@@ -181,6 +209,9 @@ impl Cluster {
             o.max_connections,
             o.auth_method.password_encryption()
         );
+        if o.repmgr {
+            s.push_str("shared_preload_libraries = 'repmgr'\n");
+        }
         for line in &o.extra_conf {
             s.push_str(line);
             s.push('\n');
@@ -206,6 +237,12 @@ impl Cluster {
                 sql_literal(&o.check_password)
             ),
         ];
+        if o.repmgr {
+            stmts.push(format!(
+                "CREATE ROLE {REPMGR_USER} LOGIN SUPERUSER REPLICATION"
+            ));
+            stmts.push(format!("CREATE DATABASE {REPMGR_USER} OWNER {REPMGR_USER}"));
+        }
         if o.database == "postgres" {
             stmts.push(format!("ALTER DATABASE {db} OWNER TO {app}"));
         } else {
@@ -298,6 +335,8 @@ pub(crate) fn log_since(path: &Path, from: u64) -> String {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // repmgrd first: it must not restart, promote or rejoin anything while we stop nodes.
+        self.stop_all_repmgrd();
         // Stop all nodes together: wake them, ask for immediate shutdown
         // (what `pg_ctl stop -m immediate` sends), then kill stragglers.
         for node in &self.nodes {

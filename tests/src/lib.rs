@@ -27,6 +27,7 @@
 
 mod cluster;
 mod control;
+pub mod demo;
 pub mod e2e;
 mod exec;
 mod guard;
@@ -34,8 +35,10 @@ mod node;
 mod pivot;
 mod ports;
 mod procs;
+mod repmgr;
 mod sql;
 mod tmpdir;
+pub mod topology;
 pub mod wire;
 
 pub use cluster::{Cluster, ClusterOptions};
@@ -48,6 +51,7 @@ pub use pivot::{
     connect, http_get, pivot_binary, pivot_env, spawn_binary, wait_listening, Pivot, PivotOptions,
 };
 pub use ports::free_port;
+pub use repmgr::RepmgrEvent;
 pub use tmpdir::{default_tmp_base, TMPDIR_ENV};
 
 /// Tests share one cluster across threads (e.g. a proxy task and the test

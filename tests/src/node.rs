@@ -151,10 +151,11 @@ pub(crate) fn write_pg_file(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Contents of `pg_hba.conf`: trust for the local superuser over the unix
 /// socket and for replication over loopback (the fixture itself connects
 /// that way), `method` for everyone else over 127.0.0.1.
-pub(crate) fn hba_conf(method: AuthMethod) -> String {
+pub(crate) fn hba_conf(method: AuthMethod, repmgr: bool) -> String {
     let m = method.hba_keyword();
+    let repmgr_lines = if repmgr { crate::repmgr::HBA_LINES } else { "" };
     format!(
-        "# Written by the pgpivot test fixture.\n\
+        "# Written by the pgpivot test fixture.\n{repmgr_lines}\
          local   all          all                    trust\n\
          local   replication  all                    trust\n\
          host    replication  postgres  127.0.0.1/32 trust\n\

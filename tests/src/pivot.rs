@@ -25,6 +25,8 @@ pub struct PivotOptions {
     pub env: Vec<(String, String)>,
     /// A TOML configuration file (the environment still wins; an empty variable is unset).
     pub config_file: Option<PathBuf>,
+    /// TCP listen address; `None` = a free loopback port.
+    pub listen: Option<String>,
 }
 
 impl Default for PivotOptions {
@@ -37,6 +39,7 @@ impl Default for PivotOptions {
             auth_method: "scram-sha-256",
             env: Vec::new(),
             config_file: None,
+            listen: None,
         }
     }
 }
@@ -104,7 +107,8 @@ impl Pivot {
     /// Starts pgpivot on a free loopback port and waits until it knows a primary.
     pub async fn start(cluster: &Cluster, opts: PivotOptions) -> anyhow::Result<Pivot> {
         let socket_dir = tempfile::Builder::new().prefix("pgpivot-sock").tempdir()?;
-        let env = pivot_env(cluster, &opts, "127.0.0.1:0", socket_dir.path());
+        let listen = opts.listen.as_deref().unwrap_or("127.0.0.1:0");
+        let env = pivot_env(cluster, &opts, listen, socket_dir.path());
         let config =
             Config::from_sources(opts.config_file.as_deref(), &env).context("pgpivot config")?;
         let port = config.port;

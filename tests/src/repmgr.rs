@@ -69,6 +69,15 @@ impl Daemons {
     }
 }
 
+impl Daemons {
+    /// True when node `i` has a repmgrd that has not exited.
+    fn running(&mut self, node: usize) -> bool {
+        self.children
+            .iter_mut()
+            .any(|(i, c)| *i == node && matches!(c.try_wait(), Ok(None)))
+    }
+}
+
 impl Drop for Daemons {
     fn drop(&mut self) {
         self.stop(None);
@@ -354,7 +363,7 @@ impl Cluster {
         // (repmgr keeps the files in `<dir>/repmgr-config-archive-nodeN` meanwhile)
         let archive_arg = format!("--config-archive-dir={}", self.node(i).dir.display());
         let keep_arg = format!("--config-files={NODE_CONF}");
-        self.repmgr_ok(
+        let out = self.repmgr_ok(
             i,
             &[
                 "-d",
@@ -366,7 +375,13 @@ impl Cluster {
                 &archive_arg,
                 "--verbose",
             ],
-        )
+        )?;
+        // repmgrd gives up on a node whose server it saw die; an operator restarts it.
+        if !self.lock_daemons().running(i) {
+            self.stop_repmgrd(i);
+            self.start_repmgrd(i)?;
+        }
+        Ok(out)
     }
 
     /// `repmgr standby switchover` run on standby `i`: the primary is shut down cleanly, `i`

@@ -1,25 +1,48 @@
-//! Quickstart: a local PostgreSQL 15 primary + streaming standby with pgpivot in front, in the
-//! foreground until Ctrl-C (which stops pgpivot and removes the clusters).
+//! Quickstart: the reference HA topology on this machine, in the foreground until Ctrl-C (which
+//! stops everything and removes the data directories).
 //!
-//! `cargo run --release -p pgpivot-tests --bin pgpivot-lab -- [--port 6432] [--standbys 1]`
+//! PostgreSQL 15 primary + standby managed by repmgr (repmgrd with automatic failover on both),
+//! and two pgpivot instances with the same backend list, as the two proxy Deployments of the
+//! reference deployment. `--failover-demo` then runs writes through both instances, kills the
+//! primary, lets repmgrd promote the standby and prints what the clients saw.
+//!
+//! `cargo run --release -p pgpivot-tests --bin pgpivot-lab -- [options]`
 
 use std::time::Duration;
 
-use pgpivot::config::Config;
-use pgpivot::server::Running;
-use pgpivot_tests::{free_port, pg_bin, pivot_env, Cluster, ClusterOptions, PivotOptions};
+use pgpivot_tests::demo::{self, DemoOptions, Fault};
+use pgpivot_tests::topology::{Topology, TopologyOptions, ADMIN_PASSWORD, ADMIN_USER};
+use pgpivot_tests::{free_port, pg_bin, running_as_root};
+
+const USAGE: &str = "\
+pgpivot-lab [--port 6432] [--standbys 1] [--pool-mode session|transaction]
+            [--check-interval-ms 200] [--failover-demo [--freeze] [--exit]]
+
+  --port               port of pgpivot A (B gets the next one; busy ports are replaced)
+  --failover-demo      write through both instances, kill -9 the primary, let repmgrd
+                       promote the standby, print the report
+  --freeze             the demo blackholes the primary (kill -STOP) instead of killing it
+  --exit               stop after the demo instead of staying in the foreground";
 
 struct Args {
     port: u16,
     standbys: usize,
+    pool_mode: String,
     interval_ms: u64,
+    demo: bool,
+    freeze: bool,
+    exit: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         port: 6432,
         standbys: 1,
-        interval_ms: 500,
+        pool_mode: "session".into(),
+        interval_ms: 200,
+        demo: false,
+        freeze: false,
+        exit: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -30,19 +53,28 @@ fn parse_args() -> anyhow::Result<Args> {
         match a.as_str() {
             "--port" => args.port = value()?.parse()?,
             "--standbys" => args.standbys = value()?.parse()?,
+            "--pool-mode" => args.pool_mode = value()?,
             "--check-interval-ms" => args.interval_ms = value()?.parse()?,
+            "--failover-demo" => args.demo = true,
+            "--freeze" => args.freeze = true,
+            "--exit" => args.exit = true,
             "-h" | "--help" => {
-                println!("pgpivot-lab [--port 6432] [--standbys 1] [--check-interval-ms 500]");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => anyhow::bail!("unknown argument {other}"),
+            other => anyhow::bail!("unknown argument {other}\n{USAGE}"),
         }
     }
     Ok(args)
 }
 
-fn port_free(port: u16) -> bool {
-    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+fn listen_on(port: u16) -> String {
+    let port = if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        port
+    } else {
+        free_port()
+    };
+    format!("127.0.0.1:{port}")
 }
 
 #[tokio::main]
@@ -56,125 +88,114 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
+    // Let the operator try settings: PGPIVOT_* from our own environment win.
+    let env = std::env::vars()
+        .filter(|(k, _)| {
+            k.starts_with("PGPIVOT_")
+                && !["PGPIVOT_PG_BIN", "PGPIVOT_TMPDIR", "PGPIVOT_LOG"].contains(&k.as_str())
+        })
+        .collect();
+    let a = listen_on(args.port);
+    let b = listen_on(args.port.wrapping_add(1));
     eprintln!(
-        "starting PostgreSQL 15: a primary and {} streaming standby(s)...",
+        "starting PostgreSQL 15 with repmgr (a primary, {} standby(s), repmgrd with automatic \
+         failover) and two pgpivot instances...",
         args.standbys
     );
-    let cluster = tokio::task::spawn_blocking(move || {
-        Cluster::start(ClusterOptions {
-            standbys: args.standbys,
-            ..Default::default()
-        })
-    })
-    .await??;
-    let port = if port_free(args.port) {
-        args.port
-    } else {
-        free_port()
-    };
-    let listen = format!("127.0.0.1:{port}");
-    let socket_dir = cluster.root().join("pgpivot");
-    std::fs::create_dir_all(&socket_dir)?;
-    let opts = PivotOptions {
+    let topo = Topology::start(TopologyOptions {
+        standbys: args.standbys,
+        listen: [Some(a), Some(b)],
+        pool_mode: args.pool_mode.clone(),
         check_interval_ms: args.interval_ms,
-        primary_wait_timeout_ms: 30_000,
-        env: vec![("PGPOOL_PORT_NUMBER".into(), port.to_string())],
+        env,
         ..Default::default()
-    };
-    let mut env = pivot_env(&cluster, &opts, &listen, &socket_dir);
-    // The admin console, on loopback next to the data port.
-    env.insert("PGPOOL_ADMIN_USERNAME".into(), "admin".into());
-    env.insert("PGPOOL_ADMIN_PASSWORD".into(), "admin".into());
-    env.insert("PGPIVOT_ADMIN_ADDR".into(), "127.0.0.1:0".into());
-    // Let the operator try settings: PGPIVOT_* from our own environment win.
-    for (k, v) in std::env::vars() {
-        if k.starts_with("PGPIVOT_")
-            && k != "PGPIVOT_PG_BIN"
-            && k != "PGPIVOT_TMPDIR"
-            && k != "PGPIVOT_LOG"
-        {
-            env.insert(k, v);
-        }
-    }
-    let running = Running::start(Config::from_sources(None, &env)?).await?;
-    let topo = running.topology();
-    if topo
-        .wait_for_primary(Duration::from_secs(10))
-        .await
-        .is_err()
-    {
-        anyhow::bail!("pgpivot found no primary");
-    }
+    })
+    .await?;
+    print_topology(&topo).await;
 
-    let o = cluster.options();
-    let psql = pg_bin("psql");
-    let pg_ctl = pg_bin("pg_ctl");
-    println!();
-    println!(
-        "pgpivot is up on {listen} (unix socket {}/.s.PGSQL.{port})",
-        socket_dir.display()
-    );
-    if let Some(m) = running.metrics_addr {
-        println!("metrics:  curl http://{m}/metrics   (also /livez, /readyz)");
-    }
-    if let Some(a) = running.admin_addr {
-        println!(
-            "console:  PGPASSWORD=admin {} \"host=127.0.0.1 port={} user=admin dbname=pgpivot\" -c 'SHOW NODES'",
-            psql.display(),
-            a.port()
-        );
-    }
-    println!();
-    println!(
-        "  connect:   PGPASSWORD={} {} \"host=127.0.0.1 port={port} user={} dbname={}\"",
-        o.app_password,
-        psql.display(),
-        o.app_user,
-        o.database
-    );
-    println!(
-        "  pgbench:   PGPASSWORD={} pgbench -h 127.0.0.1 -p {port} -U {} -S -T 10 {}",
-        o.app_password, o.app_user, o.database
-    );
-    println!();
-    for n in &cluster.nodes {
-        println!(
-            "  node {}: port {} data {}{}",
-            n.id,
-            n.port,
-            n.data_dir.display(),
-            if n.id == 0 {
-                "  (primary)"
+    if args.demo {
+        let opts = DemoOptions {
+            fault: if args.freeze {
+                Fault::Freeze
             } else {
-                "  (standby)"
-            }
-        );
-    }
-    if let (Some(pid), Some(standby)) = (cluster.node(0).postmaster_pid(), cluster.nodes.get(1)) {
-        println!();
-        println!("  try a failover in another terminal:");
-        println!("    kill -9 {pid}");
-        let runas = if pgpivot_tests::running_as_root() {
-            "runuser -u postgres -- "
-        } else {
-            ""
+                Fault::Kill
+            },
+            promote_timeout: Duration::from_secs(90),
+            ..Default::default()
         };
-        println!(
-            "    {runas}{} promote -D {}",
-            pg_ctl.display(),
-            standby.data_dir.display()
-        );
-        println!(
-            "  then run the connect command again: writes land on node {}.",
-            standby.id
-        );
+        eprintln!("running the failover demo...");
+        let report = demo::run(&topo, &opts).await?;
+        println!("{report}");
     }
-    println!();
-    println!("Ctrl-C stops pgpivot and removes the clusters.");
-
-    tokio::signal::ctrl_c().await?;
+    if !args.exit {
+        println!("Ctrl-C stops pgpivot, repmgrd and PostgreSQL and removes the data directories.");
+        tokio::signal::ctrl_c().await?;
+    }
     eprintln!("stopping...");
-    running.stop_fast().await;
-    drop(cluster);
+    let Topology {
+        pivots, cluster, ..
+    } = topo;
+    for p in pivots {
+        p.stop().await;
+    }
+    tokio::task::spawn_blocking(move || drop(cluster)).await?;
     Ok(())
+}
+
+async fn print_topology(topo: &Topology) {
+    let c = &topo.cluster;
+    let o = c.options();
+    let psql = pg_bin("psql");
+    println!();
+    for (k, p) in topo.pivots.iter().enumerate() {
+        let port = p.addr.port();
+        println!("pgpivot {} on 127.0.0.1:{port}", Topology::name(k));
+        println!(
+            "  connect: PGPASSWORD={} {} \"host=127.0.0.1 port={port} user={} dbname={}\"",
+            o.app_password,
+            psql.display(),
+            o.app_user,
+            o.database
+        );
+        if let Some(admin) = p.admin_addr {
+            println!(
+                "  console: PGPASSWORD={ADMIN_PASSWORD} {} \"host=127.0.0.1 port={} user={ADMIN_USER} dbname=pgpivot\" -c 'SHOW NODES'",
+                psql.display(),
+                admin.port()
+            );
+        }
+        if let Some(m) = p.metrics_addr {
+            println!("  metrics: curl http://{m}/metrics   (also /livez, /readyz)");
+        }
+        match topo.pool_nodes(k).await {
+            Ok(table) => {
+                println!("  SHOW pool_nodes:");
+                for line in table.lines() {
+                    println!("    {line}");
+                }
+            }
+            Err(e) => println!("  SHOW pool_nodes failed: {e}"),
+        }
+        println!();
+    }
+    let show = tokio::task::block_in_place(|| c.repmgr_cluster_show(0));
+    println!("repmgr cluster show:\n{show}");
+    let runas = if running_as_root() {
+        "runuser -u postgres -- "
+    } else {
+        ""
+    };
+    if let Some(pid) = c.node(0).postmaster_pid() {
+        println!("try a failover in another terminal (repmgrd promotes the standby in ~3 s):");
+        println!("  kill -9 {pid}");
+        println!(
+            "  {runas}{} -f {} cluster show",
+            pg_bin("repmgr").display(),
+            c.node(0).dir.join("repmgr.conf").display()
+        );
+        println!(
+            "then run SHOW pool_nodes through either instance: both route to the new primary."
+        );
+        println!();
+    }
 }

@@ -31,6 +31,10 @@ fn assert_clean_failover(r: &DemoReport, writers: u64) {
             i.old_primary_samples_after_promotion, 0,
             "no instance may route to the old primary once the standby is promoted:\n{r}"
         );
+        assert_eq!(
+            i.left_new_primary_samples, 0,
+            "an instance that routes to the new primary stays there:\n{r}"
+        );
     }
     assert!(r.acked > 0, "{r}");
     assert_eq!(r.lost(), 0, "acknowledged writes lost:\n{r}");

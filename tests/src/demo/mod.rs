@@ -322,6 +322,10 @@ pub async fn run(topo: &Topology, opts: &DemoOptions) -> anyhow::Result<DemoRepo
             .iter()
             .find(|(t, r)| *t >= fault_at && *r == Some(new))
             .map(|(t, _)| *t);
+        inst.left_new_primary_samples = samples[k]
+            .iter()
+            .filter(|(t, r)| inst.routed_at.is_some_and(|at| *t > at) && *r != Some(new))
+            .count() as u64;
         inst.pool_nodes_after = topo.pool_nodes(k).await?;
     }
     let ids: Vec<i64> = acks.iter().map(|a| a.id).collect();

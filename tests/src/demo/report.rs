@@ -25,6 +25,9 @@ pub struct InstanceReport {
     pub old_primary_samples_after_promotion: u64,
     /// Routing-table samples taken after the promotion.
     pub samples_after_promotion: u64,
+    /// Samples, after the instance first routed to the new primary, that name anything else
+    /// (flapping; must be 0).
+    pub left_new_primary_samples: u64,
     pub writes_acked: u64,
     /// Errors seen by writers (one per transaction in flight at the fault is expected).
     pub writer_errors: u64,

@@ -30,8 +30,10 @@ pub struct NodeInfo {
     pub lsn: Option<u64>,
     /// Bytes a standby's replay is behind the routed primary.
     pub lag_bytes: Option<u64>,
-    /// Seconds since the last replayed transaction on a standby (`None` on a primary).
+    /// How far a standby's replay is behind in seconds (`None` on a primary).
     pub lag_seconds: Option<f64>,
+    /// A standby's WAL receiver status as it reports it (`streaming`, ...).
+    pub replication_state: Option<String>,
     pub last_probe: Option<SystemTime>,
     pub last_latency: Option<Duration>,
     pub consecutive_failures: u32,

@@ -30,6 +30,7 @@ impl Control for Fake {
             probed_role: "standby",
             routed_primary: false,
             lag_bytes: Some(1234),
+            replication_state: Some("streaming".into()),
             ..primary.clone()
         };
         let hung = NodeInfo {

@@ -53,7 +53,14 @@ impl Control for Ctx {
                         (false, Some(true), Some(p), Some(s)) => Some(p.saturating_sub(s)),
                         _ => None,
                     },
-                    lag_seconds: None,
+                    lag_seconds: match n.in_recovery {
+                        Some(true) => n.replay_lag,
+                        _ => None,
+                    },
+                    replication_state: match n.in_recovery {
+                        Some(true) => n.receiver.clone(),
+                        _ => None,
+                    },
                     last_probe: n.last_probe,
                     last_latency: n.last_latency,
                     consecutive_failures: n.consecutive_failures,

@@ -126,6 +126,8 @@ impl Decider {
                 in_recovery,
                 timeline,
                 lsn,
+                receiver,
+                replay_lag,
                 latency,
             } => {
                 n.consecutive_failures = 0;
@@ -133,6 +135,8 @@ impl Decider {
                 n.in_recovery = Some(in_recovery);
                 n.timeline = timeline.or(n.timeline);
                 n.lsn = lsn;
+                n.receiver = receiver;
+                n.replay_lag = replay_lag;
                 n.last_latency = Some(latency);
                 n.last_error = None;
                 if n.health != Health::Down || !primary_known || n.successes_in_row >= RISE {
@@ -366,6 +370,8 @@ mod tests {
             in_recovery: rec,
             timeline: Some(tl),
             lsn: Some(0),
+            receiver: None,
+            replay_lag: None,
             latency: Duration::from_millis(1),
         }
     }

@@ -51,6 +51,11 @@ pub enum ProbeOutcome {
         in_recovery: bool,
         timeline: Option<u32>,
         lsn: Option<u64>,
+        /// A standby's WAL receiver status (`streaming`, `stopping`, ...; `None` when it has no
+        /// receiver, e.g. while it cannot reach its upstream).
+        receiver: Option<String>,
+        /// A standby's replay delay in seconds.
+        replay_lag: Option<f64>,
         latency: Duration,
     },
     /// Connection refused or reset: the postmaster is gone. Down at once.
@@ -75,6 +80,9 @@ pub struct NodeView {
     pub in_recovery: Option<bool>,
     pub timeline: Option<u32>,
     pub lsn: Option<u64>,
+    /// A standby's WAL receiver status and replay delay, as of the last good probe.
+    pub receiver: Option<String>,
+    pub replay_lag: Option<f64>,
     pub last_probe: Option<SystemTime>,
     pub last_latency: Option<Duration>,
     pub consecutive_failures: u32,
@@ -101,6 +109,8 @@ impl NodeView {
             in_recovery: None,
             timeline: None,
             lsn: None,
+            receiver: None,
+            replay_lag: None,
             last_probe: None,
             last_latency: None,
             consecutive_failures: 0,

@@ -14,31 +14,45 @@ use crate::config::CheckSettings;
 
 /// Recovery flag, timeline and WAL position in one round trip. For a primary the timeline is the
 /// first 8 hex digits of the current WAL file name; for a standby the WAL receiver's timeline.
+/// A standby also reports its WAL receiver's status (`streaming`, ...) and how far its replay is
+/// behind in time: 0 when it has replayed all it received, else the age of the last replayed
+/// transaction (the usual measure; an idle primary sends nothing to be behind on).
 const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() \
           THEN (SELECT received_tli FROM pg_stat_wal_receiver)::int8 \
           ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END, \
-     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text";
+     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text, \
+     CASE WHEN pg_is_in_recovery() THEN (SELECT status FROM pg_stat_wal_receiver) END, \
+     CASE WHEN pg_is_in_recovery() THEN \
+          CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
+               ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END END";
 
 pub async fn probe(host: &str, port: u16, check: &CheckSettings) -> ProbeOutcome {
     let started = Instant::now();
     match tokio::time::timeout(check.timeout, run(host, port, check)).await {
         Err(_) => ProbeOutcome::Timeout,
         Ok(Err(outcome)) => outcome,
-        Ok(Ok((in_recovery, timeline, lsn))) => ProbeOutcome::Ok {
-            in_recovery,
-            timeline,
-            lsn,
+        Ok(Ok(answer)) => ProbeOutcome::Ok {
+            in_recovery: answer.in_recovery,
+            timeline: answer.timeline,
+            lsn: answer.lsn,
+            receiver: answer.receiver,
+            replay_lag: answer.replay_lag,
             latency: started.elapsed(),
         },
     }
 }
 
-async fn run(
-    host: &str,
-    port: u16,
-    check: &CheckSettings,
-) -> Result<(bool, Option<u32>, Option<u64>), ProbeOutcome> {
+/// The probe query's row.
+struct Answer {
+    in_recovery: bool,
+    timeline: Option<u32>,
+    lsn: Option<u64>,
+    receiver: Option<String>,
+    replay_lag: Option<f64>,
+}
+
+async fn run(host: &str, port: u16, check: &CheckSettings) -> Result<Answer, ProbeOutcome> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(host)
         .port(port)
@@ -69,9 +83,13 @@ async fn run(
                     )))
                 }
             };
-            let timeline = row.get(1).and_then(|s| s.parse::<u32>().ok());
-            let lsn = row.get(2).and_then(parse_lsn);
-            return Ok((in_recovery, timeline, lsn));
+            return Ok(Answer {
+                in_recovery,
+                timeline: row.get(1).and_then(|s| s.parse::<u32>().ok()),
+                lsn: row.get(2).and_then(parse_lsn),
+                receiver: row.get(3).map(str::to_string),
+                replay_lag: row.get(4).and_then(|s| s.parse::<f64>().ok()),
+            });
         }
     }
     Err(ProbeOutcome::Failed("probe query returned no row".into()))

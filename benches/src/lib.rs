@@ -5,6 +5,7 @@
 pub mod account;
 pub mod args;
 pub mod daemon;
+pub mod failover;
 pub mod machine;
 pub mod mem;
 pub mod pgbench;

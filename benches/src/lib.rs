@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod failover;
 pub mod machine;
 pub mod mem;
+pub mod msgs;
 pub mod pgbench;
 pub mod reaper;
 pub mod table;

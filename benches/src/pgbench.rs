@@ -88,6 +88,16 @@ pub fn run(
             let stdout = String::from_utf8_lossy(&out.stdout);
             let stderr = String::from_utf8_lossy(&out.stderr);
             match parse_summary(&stdout) {
+                Some((_, 0, _)) => Outcome::Failed(format!(
+                    "no transaction completed in {} s (initial connection time {}){}",
+                    spec.seconds,
+                    connection_time(&stdout).unwrap_or_else(|| "?".into()),
+                    stderr
+                        .lines()
+                        .find(|l| l.contains("error") || l.contains("FATAL"))
+                        .map(|l| format!("; {}", l.trim()))
+                        .unwrap_or_default()
+                )),
                 Some((tps, transactions, failed)) if out.status.success() => {
                     let (avg_ms, p99_ms) = latencies(dir)?;
                     Outcome::Ok(Measured {
@@ -167,14 +177,22 @@ pub fn parse_summary(out: &str) -> Option<(f64, u64, u64)> {
     Some((tps?, done?, failed))
 }
 
+/// "initial connection time = 1234.5 ms" from the summary.
+fn connection_time(out: &str) -> Option<String> {
+    out.lines()
+        .find_map(|l| l.strip_prefix("initial connection time = "))
+        .map(|v| v.trim().to_string())
+}
+
 fn first_error(stderr: &str, stdout: &str) -> String {
+    let wanted = |l: &&str| {
+        let l = l.to_ascii_lowercase();
+        l.contains("error") || l.contains("fatal") || l.contains("abort")
+    };
     let line = stderr
         .lines()
-        .chain(stdout.lines())
-        .find(|l| {
-            let l = l.to_ascii_lowercase();
-            l.contains("error") || l.contains("fatal") || l.contains("abort") || l.contains("fail")
-        })
+        .find(wanted)
+        .or_else(|| stdout.lines().find(wanted))
         .or_else(|| stderr.lines().next())
         .unwrap_or("pgbench failed without a message");
     let mut s = line.trim().to_string();

@@ -2,6 +2,8 @@
 //! connection from the pool (which also proves the database and parameters are valid), then the
 //! [`engine`] until the client leaves or pgpivot ends the session.
 
+#[doc(hidden)]
+pub mod bench_hooks;
 mod client_auth;
 pub(crate) mod conn;
 mod engine;

@@ -109,6 +109,7 @@ impl Running {
         };
         let metrics_addr = http.as_ref().map(|h| h.local_addr);
         crate::idle_limit::spawn(ctx.clone(), monitor_stop.clone());
+        crate::metrics::spawn_upkeep(ctx.metrics.clone(), monitor_stop.clone());
         let sessions = TaskTracker::new();
         let listeners = TaskTracker::new();
         listeners.spawn(accept_tcp(tcp, ctx.clone(), sessions.clone()));

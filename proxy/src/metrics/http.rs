@@ -54,16 +54,9 @@ impl HttpServer {
 async fn serve(listener: TcpListener, ctx: Arc<Ctx>, stop: CancellationToken) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let conns = TaskTracker::new();
-    // Histogram values wait in per-handle buffers until folded in; fold them even when nobody
-    // scrapes so memory stays bounded.
-    let mut upkeep = tokio::time::interval(Duration::from_secs(5));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
-            _ = upkeep.tick() => {
-                ctx.metrics.upkeep();
-                continue;
-            }
             a = listener.accept() => a,
         };
         let stream = match accepted {

@@ -14,4 +14,5 @@ mod registry;
 
 pub use health::Liveness;
 pub use http::HttpServer;
+pub use registry::spawn_upkeep;
 pub use registry::Metrics;

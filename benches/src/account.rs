@@ -1,83 +1,10 @@
 //! Running the comparison targets as the `postgres` account when we are root (PgBouncer refuses
-//! to run as root, and the PostgreSQL fixture does the same for its servers), and making the
-//! files they read theirs.
+//! to run as root, like the PostgreSQL fixture's servers) — the fixture's helpers, under the
+//! names the targets use — and the open-file limit thousands of clients need.
 
-use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::Command;
-use std::sync::OnceLock;
-
-use anyhow::{anyhow, Context};
-
-/// uid, gid and home of the `postgres` account.
-#[derive(Debug, Clone)]
-pub struct Account {
-    pub uid: u32,
-    pub gid: u32,
-    pub home: String,
-}
-
-pub fn running_as_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// The `postgres` account (looked up once: getpwnam is not thread-safe).
-pub fn postgres_account() -> anyhow::Result<Account> {
-    static ACCOUNT: OnceLock<Result<Account, String>> = OnceLock::new();
-    ACCOUNT
-        .get_or_init(|| {
-            // SAFETY: valid C string; the record is copied out at once, under the OnceLock.
-            unsafe {
-                let pw = libc::getpwnam(c"postgres".as_ptr());
-                if pw.is_null() {
-                    return Err("running as root but there is no `postgres` user \
-                                (install postgresql-15, which creates it)"
-                        .into());
-                }
-                Ok(Account {
-                    uid: (*pw).pw_uid,
-                    gid: (*pw).pw_gid,
-                    home: std::ffi::CStr::from_ptr((*pw).pw_dir)
-                        .to_string_lossy()
-                        .into_owned(),
-                })
-            }
-        })
-        .clone()
-        .map_err(|e| anyhow!(e))
-}
-
-/// Makes `cmd` run as `postgres` when we are root (no-op otherwise).
-pub fn as_postgres(cmd: &mut Command) -> anyhow::Result<()> {
-    if running_as_root() {
-        let a = postgres_account()?;
-        cmd.uid(a.uid)
-            .gid(a.gid)
-            .env("HOME", &a.home)
-            .env("USER", "postgres")
-            .env("LOGNAME", "postgres");
-    }
-    Ok(())
-}
-
-/// Gives `path` to `postgres` when we are root (no-op otherwise).
-pub fn chown_to_postgres(path: &Path) -> anyhow::Result<()> {
-    if running_as_root() {
-        let a = postgres_account()?;
-        std::os::unix::fs::chown(path, Some(a.uid), Some(a.gid))
-            .with_context(|| format!("chown {} to postgres", path.display()))?;
-    }
-    Ok(())
-}
-
-/// Writes a file a target reads (mode 0600, owned by the account it runs as).
-pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    chown_to_postgres(path)
-}
+pub use pgpivot_tests::{
+    as_postgres, chown_to_pg as chown_to_postgres, running_as_root, write_pg_file as write_private,
+};
 
 /// Raises this process's open-file limit to its hard limit, and the hard limit to `want` when
 /// we may (root). Children inherit it, which is how PgBouncer and pgpivot get room for

@@ -100,7 +100,7 @@ pub(crate) fn pg_account() -> anyhow::Result<PgAccount> {
 
 /// Makes `path` owned by the `postgres` account when we are root (no-op
 /// otherwise), so the server can create its files there.
-pub(crate) fn chown_to_pg(path: &Path) -> anyhow::Result<()> {
+pub fn chown_to_pg(path: &Path) -> anyhow::Result<()> {
     if running_as_root() {
         let acct = pg_account()?;
         std::os::unix::fs::chown(path, Some(acct.uid), Some(acct.gid))
@@ -114,6 +114,13 @@ pub(crate) fn chown_to_pg(path: &Path) -> anyhow::Result<()> {
 pub(crate) fn pg_command(name: &str, cwd: &Path) -> anyhow::Result<Command> {
     let mut cmd = Command::new(pg_bin(name));
     cmd.current_dir(cwd);
+    as_postgres(&mut cmd)?;
+    Ok(cmd)
+}
+
+/// Makes `cmd` run as the `postgres` account when we are root (no-op otherwise): PostgreSQL,
+/// PgBouncer and Pgpool-II refuse to run as root.
+pub fn as_postgres(cmd: &mut Command) -> anyhow::Result<()> {
     if running_as_root() {
         let acct = pg_account()?;
         cmd.uid(acct.uid).gid(acct.gid);
@@ -121,7 +128,7 @@ pub(crate) fn pg_command(name: &str, cwd: &Path) -> anyhow::Result<Command> {
             .env("USER", "postgres")
             .env("LOGNAME", "postgres");
     }
-    Ok(cmd)
+    Ok(())
 }
 
 /// Captured result of a finished command.

@@ -141,8 +141,8 @@ impl Node {
     }
 }
 
-/// Writes a file the server will read, owned by postgres when we are root.
-pub(crate) fn write_pg_file(path: &Path, text: &str) -> anyhow::Result<()> {
+/// Writes a file the server will read (mode 0600), owned by postgres when we are root.
+pub fn write_pg_file(path: &Path, text: &str) -> anyhow::Result<()> {
     fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
     chown_to_pg(path)

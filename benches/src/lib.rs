@@ -14,6 +14,22 @@ pub mod reaper;
 pub mod table;
 pub mod targets;
 
+/// `main` of an async benchmark program: the cleanup watchdog, room for `nofile` open files,
+/// a runtime for `run`, and the watchdog told all went well once it returns.
+pub fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(
+    nofile: u64,
+    run: F,
+) -> anyhow::Result<()> {
+    account::raise_nofile(nofile);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(run);
+    drop(rt);
+    reaper::disarm();
+    r
+}
+
 /// Cluster options every benchmark starts from: PostgreSQL 15 primary + streaming standby with
 /// room for 500 direct pgbench clients next to the poolers' own server connections.
 pub fn cluster_options(max_connections: u32) -> pgpivot_tests::ClusterOptions {

@@ -17,7 +17,7 @@
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command};
 use std::sync::{Mutex, OnceLock};
 
 const SCRIPT: &str = r#"
@@ -48,22 +48,7 @@ struct Watchdog {
 fn watchdog() -> &'static Mutex<Option<Watchdog>> {
     static W: OnceLock<Mutex<Option<Watchdog>>> = OnceLock::new();
     W.get_or_init(|| {
-        let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(SCRIPT)
-            .arg("pgpivot-bench-watchdog")
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: setsid is async-signal-safe and touches no Rust state.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let w = match cmd.spawn() {
+        let w = match pgpivot_tests::spawn_watchdog(SCRIPT, "pgpivot-bench-watchdog", &[]) {
             Ok(mut child) => Some(Watchdog {
                 stdin: child.stdin.take(),
                 child,

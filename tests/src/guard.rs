@@ -12,6 +12,7 @@
 //! and then tells the guardian "ok" so it exits without doing anything.
 
 use anyhow::Context;
+use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -52,26 +53,34 @@ pub(crate) struct Guardian {
     stdin: Option<ChildStdin>,
 }
 
+/// Starts `sh -c script name args...` in its own session (terminal signals aimed at us do not
+/// reach it), reading from a pipe only we hold: when we exit for any reason its `read` returns.
+/// The pattern behind the fixture's guardian and the benchmarks' watchdog.
+pub fn spawn_watchdog(script: &str, name: &str, args: &[&OsStr]) -> std::io::Result<Child> {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(script)
+        .arg(name)
+        .args(args)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches no Rust state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
 impl Guardian {
     /// Starts a guardian responsible for the cluster directory `dir`.
     pub(crate) fn spawn(dir: &Path) -> anyhow::Result<Guardian> {
-        let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(SCRIPT)
-            .arg("pgpivot-guardian")
-            .arg(dir)
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: setsid is async-signal-safe and touches no Rust state.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().context("spawning the cleanup guardian")?;
+        let mut child = spawn_watchdog(SCRIPT, "pgpivot-guardian", &[dir.as_os_str()])
+            .context("spawning the cleanup guardian")?;
         let stdin = child.stdin.take();
         Ok(Guardian { child, stdin })
     }

@@ -31,6 +31,7 @@ pub mod demo;
 pub mod e2e;
 mod exec;
 mod guard;
+pub use guard::spawn_watchdog;
 mod node;
 mod pivot;
 mod ports;

@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use pgpivot_benches::args::Args;
 use pgpivot_benches::failover::{self, IdleOutcome, Shared};
 use pgpivot_benches::targets::{pgbouncer, pgpivot, pgpool, Kind, PoolSettings};
-use pgpivot_benches::{account, machine, reaper};
+use pgpivot_benches::{machine, reaper};
 use pgpivot_tests::{Cluster, ClusterOptions};
 
 struct Opts {
@@ -115,14 +115,7 @@ struct Row {
 fn main() -> anyhow::Result<()> {
     reaper::install();
     let o = parse()?;
-    account::raise_nofile(65_536);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let r = rt.block_on(run(&o));
-    drop(rt);
-    reaper::disarm();
-    r
+    pgpivot_benches::run_async(65_536, run(&o))
 }
 
 async fn run(o: &Opts) -> anyhow::Result<()> {

@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use pgpivot_benches::args::Args;
 use pgpivot_benches::mem::{self, Usage};
 use pgpivot_benches::targets::{pgbouncer, pgpivot, pgpool, Kind, PoolSettings, Target};
-use pgpivot_benches::{account, cluster_options, machine, reaper};
+use pgpivot_benches::{cluster_options, machine, reaper};
 use pgpivot_tests::{connect, Cluster};
 
 struct Opts {
@@ -78,14 +78,7 @@ struct Row {
 fn main() -> anyhow::Result<()> {
     reaper::install();
     let o = parse()?;
-    account::raise_nofile(o.clients as u64 * 2 + 1000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let r = rt.block_on(run(&o));
-    drop(rt);
-    reaper::disarm();
-    r
+    pgpivot_benches::run_async(o.clients as u64 * 2 + 1000, run(&o))
 }
 
 async fn run(o: &Opts) -> anyhow::Result<()> {

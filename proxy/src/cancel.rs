@@ -10,21 +10,22 @@ use bytes::{BufMut, BytesMut};
 use dashmap::DashMap;
 use tokio::io::AsyncWriteExt;
 
-/// Where a cancel for one client must go.
+/// Where a cancel for one client must go: a server connection's key, made once per
+/// connection and shared (attaching a client to it is a reference count, not a copy).
 #[derive(Debug, Clone)]
 pub struct BackendKey {
     pub addr: SocketAddr,
     pub pid: i32,
     pub secret: Vec<u8>,
+    /// The node the connection is on.
+    pub node: usize,
 }
 
 struct Entry {
     secret: [u8; 4],
-    backend: Option<BackendKey>,
     meta: ClientMeta,
-    /// Node of the server connection the client holds now.
-    node: Option<usize>,
-    /// The session's shared state: how KILL CLIENT stops it.
+    /// The session's shared state: how KILL CLIENT stops it, and (`Shared::backend`) which
+    /// server connection the client holds now.
     session: Option<Arc<crate::session::forward::Shared>>,
 }
 
@@ -69,26 +70,13 @@ impl Drop for CancelHandle {
 }
 
 impl CancelHandle {
-    /// Points cancels at the backend connection the client now holds (on `node`).
-    pub fn set_backend(&self, key: Option<BackendKey>, node: Option<usize>) {
-        if let Some(mut e) = self.registry.entries.get_mut(&self.pid) {
-            e.backend = key;
-            e.node = node;
-        }
-    }
-
-    /// Lets `KILL CLIENT` reach the session.
+    /// Lets `KILL CLIENT` reach the session, and cancels the server connection it holds
+    /// (which the session keeps in `Shared::backend`, not here: attaching happens at every
+    /// transaction and should not touch this map).
     pub fn set_session(&self, shared: Arc<crate::session::forward::Shared>) {
         if let Some(mut e) = self.registry.entries.get_mut(&self.pid) {
             e.session = Some(shared);
         }
-    }
-
-    pub fn backend(&self) -> Option<BackendKey> {
-        self.registry
-            .entries
-            .get(&self.pid)
-            .and_then(|e| e.backend.clone())
     }
 }
 
@@ -113,9 +101,7 @@ impl CancelRegistry {
             if let dashmap::Entry::Vacant(v) = self.entries.entry(pid) {
                 v.insert(Entry {
                     secret,
-                    backend: None,
                     meta,
-                    node: None,
                     session: None,
                 });
                 return CancelHandle {
@@ -128,23 +114,26 @@ impl CancelRegistry {
     }
 
     /// Looks up a cancel request's target; `None` if the key is unknown or the secret is wrong.
-    pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<BackendKey> {
+    pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<Arc<BackendKey>> {
         let e = self.entries.get(&pid)?;
         if secret.len() != 4 || !constant_time_eq(&e.secret, secret) {
             return None;
         }
-        e.backend.clone()
+        e.session.as_ref()?.backend()
     }
 
     /// Every client now connected.
     pub fn clients(&self) -> Vec<ClientRow> {
         self.entries
             .iter()
-            .map(|e| ClientRow {
-                id: *e.key(),
-                meta: e.meta.clone(),
-                server_pid: e.backend.as_ref().map(|b| b.pid),
-                node: e.node,
+            .map(|e| {
+                let backend = e.session.as_ref().and_then(|s| s.backend());
+                ClientRow {
+                    id: *e.key(),
+                    meta: e.meta.clone(),
+                    server_pid: backend.as_ref().map(|b| b.pid),
+                    node: backend.as_ref().map(|b| b.node),
+                }
             })
             .collect()
     }
@@ -185,7 +174,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Sends a CancelRequest to a backend on a new connection (bounded in time; errors are only
 /// logged, as PostgreSQL gives the canceller no answer either).
-pub async fn send_cancel(key: BackendKey) {
+pub async fn send_cancel(key: Arc<BackendKey>) {
     let result = tokio::time::timeout(Duration::from_secs(5), async {
         let mut s = tokio::net::TcpStream::connect(key.addr).await?;
         let mut b = BytesMut::with_capacity(16 + key.secret.len());
@@ -218,9 +207,18 @@ mod tests {
             addr: "127.0.0.1:5432".parse().unwrap(),
             pid: 42,
             secret: vec![1, 2, 3, 4],
+            node: 1,
         };
-        h.set_backend(Some(key), Some(0));
+        let session = Arc::new(crate::session::forward::Shared::new());
+        h.set_session(session.clone());
+        assert!(
+            r.lookup(h.pid, &h.secret).is_none(),
+            "no server connection held"
+        );
+        session.set_backend(Some(Arc::new(key)));
         assert_eq!(r.lookup(h.pid, &h.secret).unwrap().pid, 42);
+        assert_eq!(r.clients()[0].node, Some(1));
+        assert_eq!(r.clients()[0].server_pid, Some(42));
         let mut wrong = h.secret;
         wrong[0] ^= 1;
         assert!(r.lookup(h.pid, &wrong).is_none());

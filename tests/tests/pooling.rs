@@ -367,3 +367,42 @@ async fn a_client_that_never_set_anything_never_sees_another_clients_settings() 
     }
     pivot.stop().await;
 }
+
+/// Clients with the same startup parameters (here an application_name each, in maps of their
+/// own) are recognized as alike when a server connection passes between them, so no SET is
+/// sent — but a setting one of them changed must still never reach the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_with_equal_startup_parameters_still_never_share_a_setting() {
+    let cluster = primary_only();
+    let pivot = Pivot::start(&cluster, tx_opts(1)).await.expect("pgpivot");
+    let conn = format!("{} application_name=twin", pivot.conn_string());
+    let warm = connect(&conn).await.unwrap();
+    warm.simple_query("SELECT 1").await.unwrap();
+    let a = connect(&conn).await.unwrap();
+    let c = connect(&conn).await.unwrap();
+    let q = "SELECT current_setting('application_name'), current_setting('TimeZone'), \
+             current_setting('DateStyle')";
+    let before = c.query_one(q, &[]).await.unwrap();
+    let (default_tz, default_ds): (String, String) = (before.get(1), before.get(2));
+    for i in 0..3 {
+        // Parameters the server reports (the ones pgpivot can track).
+        a.batch_execute("SET TimeZone = 'Asia/Tokyo'; SET DateStyle = 'German'")
+            .await
+            .unwrap();
+        let rc = c.query_one(q, &[]).await.unwrap();
+        assert_eq!(rc.get::<_, String>(0), "twin", "round {i}");
+        assert_eq!(rc.get::<_, String>(1), default_tz, "round {i}");
+        assert_eq!(rc.get::<_, String>(2), default_ds, "round {i}");
+        let ra = a.query_one(q, &[]).await.unwrap();
+        assert_eq!(ra.get::<_, String>(0), "twin");
+        assert_eq!(ra.get::<_, String>(1), "Asia/Tokyo");
+        assert!(ra.get::<_, String>(2).starts_with("German"));
+        // Back to the shared values: A is alike again, and the connection with it.
+        a.batch_execute("RESET TimeZone; RESET DateStyle").await.unwrap();
+        let ra = a.query_one(q, &[]).await.unwrap();
+        assert_eq!(ra.get::<_, String>(1), default_tz);
+        let rc = c.query_one(q, &[]).await.unwrap();
+        assert_eq!(rc.get::<_, String>(1), default_tz);
+    }
+    pivot.stop().await;
+}

@@ -3,6 +3,11 @@
 //! Starts a PostgreSQL 15 primary + standby (the test fixture), the release `pgpivot` binary as
 //! its own process, then alternates direct and proxied pgbench runs (A B A B ...) so machine
 //! drift hits both alike, and reports the median tps of each and the per-pair ratio.
+//!
+//! `--bin PATH` (repeatable) puts several pgpivot binaries in the same rotation, for A/B tests
+//! of a change. Besides tps, each proxied run reports pgpivot's own CPU time per transaction
+//! (user + system, from /proc): far steadier than tps on a noisy machine, and what a change to
+//! the hot path moves first.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,6 +27,10 @@ struct Args {
     select_only: bool,
     pool_mode: String,
     pool_size: u32,
+    bins: Vec<std::path::PathBuf>,
+    /// pgbench `-R`: a fixed rate, so every binary does the same work and CPU per transaction
+    /// compares changes without the machine's state in the way.
+    rate: Option<u32>,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -34,6 +43,8 @@ fn parse() -> anyhow::Result<Args> {
         select_only: true,
         pool_mode: "session".into(),
         pool_size: 20,
+        bins: Vec::new(),
+        rate: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -50,8 +61,10 @@ fn parse() -> anyhow::Result<Args> {
             "--tpcb" => a.select_only = false,
             "--pool-mode" => a.pool_mode = v()?,
             "--pool-size" => a.pool_size = v()?.parse()?,
+            "--bin" => a.bins.push(v()?.into()),
+            "--rate" => a.rate = Some(v()?.parse()?),
             "-h" | "--help" => {
-                println!("pgbench-compare [--clients 10] [--seconds 15] [--rounds 3] [--scale 10] [--mode simple|extended|prepared] [--tpcb] [--pool-mode session|transaction] [--pool-size 20]");
+                println!("pgbench-compare [--clients 10] [--seconds 15] [--rounds 3] [--scale 10] [--mode simple|extended|prepared] [--tpcb] [--pool-mode session|transaction] [--pool-size 20] [--bin PATH]... [--rate TPS]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}"),
@@ -67,12 +80,79 @@ fn tps(out: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+fn transactions(out: &str) -> Option<f64> {
+    out.lines()
+        .find(|l| l.starts_with("number of transactions actually processed"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The machine's idle and total jiffies so far (first line of /proc/stat).
+fn machine_jiffies() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    (idle, v.iter().sum())
+}
+
+/// Context switches of every thread of a process so far (voluntary, involuntary).
+fn switches(pid: u32) -> (u64, u64) {
+    let mut out = (0, 0);
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in dir.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        for l in status.lines() {
+            let n = || {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            if l.starts_with("voluntary_ctxt_switches") {
+                out.0 += n();
+            } else if l.starts_with("nonvoluntary_ctxt_switches") {
+                out.1 += n();
+            }
+        }
+    }
+    out
+}
+
+/// A process's CPU time so far (user + system), in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let (user, system) = cpu_split(pid)?;
+    Ok(user + system)
+}
+
+/// A process's user and system CPU time so far, in seconds.
+fn cpu_split(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((field(11) / hz.max(1.0), field(12) / hz.max(1.0)))
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
-fn run(a: &Args, port: u16) -> anyhow::Result<f64> {
+/// One pgbench run: (tps, transactions).
+fn run(a: &Args, port: u16) -> anyhow::Result<(f64, f64)> {
     let mut args = vec![
         "-h".to_string(),
         "127.0.0.1".into(),
@@ -93,12 +173,88 @@ fn run(a: &Args, port: u16) -> anyhow::Result<f64> {
     if a.select_only {
         args.push("-S".into());
     }
+    if let Some(r) = a.rate {
+        args.push("-R".into());
+        args.push(r.to_string());
+    }
     args.push("bench".into());
     let out = pgbench("secret", &args)?;
     if !out.success() {
         bail!("pgbench failed: {}", out.stderr);
     }
-    tps(&out.stdout).with_context(|| format!("no tps in pgbench output: {}", out.stdout))
+    let tps =
+        tps(&out.stdout).with_context(|| format!("no tps in pgbench output: {}", out.stdout))?;
+    Ok((
+        tps,
+        transactions(&out.stdout).unwrap_or(tps * f64::from(a.seconds)),
+    ))
+}
+
+/// A pgpivot process under test.
+struct Pivot {
+    name: String,
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Pivot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_pivot(
+    a: &Args,
+    cluster: &Cluster,
+    bin: Option<&std::path::Path>,
+) -> anyhow::Result<Pivot> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut env: HashMap<String, String> =
+        pivot_env(cluster, &PivotOptions::default(), &listen, dir.path());
+    env.insert("PGPIVOT_LOG".into(), "warn".into());
+    // Runtime knobs pass through (e.g. TOKIO_WORKER_THREADS=1 to compare scheduler layouts).
+    for (k, v) in std::env::vars() {
+        if k.starts_with("TOKIO_") {
+            env.insert(k, v);
+        }
+    }
+    env.insert("PGPIVOT_CHECK_INTERVAL_MS".into(), "500".into());
+    env.insert("PGPIVOT_POOL_MODE".into(), a.pool_mode.clone());
+    env.insert("PGPIVOT_POOL_SIZE".into(), pool_size(a).to_string());
+    let log = dir.path().join("pgpivot.log");
+    let child = match bin {
+        None => spawn_binary(&env, &[], &log)?,
+        Some(path) => std::process::Command::new(path)
+            .env_clear()
+            .envs(&env)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", path.display()))?,
+    };
+    let name = bin.map_or_else(|| "pgpivot".to_string(), |p| p.display().to_string());
+    let pivot = Pivot {
+        name,
+        child,
+        port,
+        _dir: dir,
+    };
+    wait_listening(&listen, Duration::from_secs(10))?;
+    Ok(pivot)
+}
+
+/// Session mode needs a server connection per client.
+fn pool_size(a: &Args) -> u32 {
+    if a.pool_mode == "session" {
+        a.pool_size.max(a.clients)
+    } else {
+        a.pool_size
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -126,29 +282,13 @@ fn main() -> anyhow::Result<()> {
     if !init.success() {
         bail!("pgbench -i failed: {}", init.stderr);
     }
-    let dir = tempfile::tempdir()?;
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut env: HashMap<String, String> =
-        pivot_env(&cluster, &PivotOptions::default(), &listen, dir.path());
-    env.insert("PGPIVOT_LOG".into(), "warn".into());
-    // Runtime knobs pass through (e.g. TOKIO_WORKER_THREADS=1 to compare scheduler layouts).
-    for (k, v) in std::env::vars() {
-        if k.starts_with("TOKIO_") {
-            env.insert(k, v);
-        }
+    let mut pivots = Vec::new();
+    if a.bins.is_empty() {
+        pivots.push(start_pivot(&a, &cluster, None)?);
     }
-    env.insert("PGPIVOT_CHECK_INTERVAL_MS".into(), "500".into());
-    env.insert("PGPIVOT_POOL_MODE".into(), a.pool_mode.clone());
-    // Session mode needs a server connection per client.
-    let size = if a.pool_mode == "session" {
-        a.pool_size.max(a.clients)
-    } else {
-        a.pool_size
-    };
-    env.insert("PGPIVOT_POOL_SIZE".into(), size.to_string());
-    let mut child = spawn_binary(&env, &[], &dir.path().join("pgpivot.log"))?;
-    wait_listening(&listen, Duration::from_secs(10))?;
+    for b in &a.bins {
+        pivots.push(start_pivot(&a, &cluster, Some(b))?);
+    }
     std::thread::sleep(Duration::from_millis(700));
 
     let cores = std::thread::available_parallelism()
@@ -162,30 +302,59 @@ fn main() -> anyhow::Result<()> {
         a.seconds,
         a.scale,
         a.pool_mode,
-        size,
+        pool_size(&a),
         a.rounds
     );
-    let (mut direct, mut proxied, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut direct = Vec::new();
+    let mut proxied: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
+        pivots.iter().map(|_| Default::default()).collect();
     for r in 1..=a.rounds {
-        let d = run(&a, cluster.port(0))?;
-        let p = run(&a, port)?;
-        println!(
-            "round {r}: direct {d:.0} tps, pgpivot {p:.0} tps, ratio {:.3}",
-            p / d
-        );
+        let (d, _) = run(&a, cluster.port(0))?;
         direct.push(d);
-        proxied.push(p);
-        ratios.push(p / d);
+        let mut line = format!("round {r}: direct {d:.0} tps");
+        // Rotate the order of the binaries between rounds, so none always runs right after
+        // the direct run.
+        for k in 0..pivots.len() {
+            let i = (k + r as usize) % pivots.len();
+            let pid = pivots[i].child.id();
+            let before = cpu_seconds(pid)?;
+            let user0 = cpu_split(pid)?.0;
+            let (idle0, total0) = machine_jiffies();
+            let sw0 = switches(pid);
+            let (p, n) = run(&a, pivots[i].port)?;
+            let cpu_us = (cpu_seconds(pid)? - before) * 1e6 / n.max(1.0);
+            let (idle1, total1) = machine_jiffies();
+            let user_us = (cpu_split(pid)?.0 - user0) * 1e6 / n.max(1.0);
+            let sw1 = switches(pid);
+            line += &format!(
+                "; [{i}] {p:.0} tps ratio {:.3} cpu {cpu_us:.1} us/tx",
+                p / d
+            );
+            if std::env::var_os("PGBENCH_COMPARE_DIAG").is_some() {
+                line += &format!(
+                    " (user {user_us:.1} us/tx, machine idle {:.0}%, switches/tx {:.2} vol {:.2} invol)",
+                    100.0 * (idle1 - idle0) / (total1 - total0).max(1.0),
+                    (sw1.0 - sw0.0) as f64 / n.max(1.0),
+                    (sw1.1 - sw0.1) as f64 / n.max(1.0),
+                );
+            }
+            proxied[i].0.push(p);
+            proxied[i].1.push(p / d);
+            proxied[i].2.push(cpu_us);
+        }
+        println!("{line}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    println!(
-        "median: direct {:.0} tps, pgpivot {:.0} tps, ratio {:.3} (min {:.3}, max {:.3})",
-        median(&mut direct),
-        median(&mut proxied),
-        median(&mut ratios.clone()),
-        ratios.iter().cloned().fold(f64::INFINITY, f64::min),
-        ratios.iter().cloned().fold(0.0, f64::max),
-    );
+    println!("median direct {:.0} tps", median(&mut direct));
+    for (i, (mut t, r, mut c)) in proxied.into_iter().enumerate() {
+        println!(
+            "median [{i}] {}: {:.0} tps, ratio {:.3} (min {:.3}, max {:.3}), pgpivot cpu {:.1} us/tx",
+            pivots[i].name,
+            median(&mut t),
+            median(&mut r.clone()),
+            r.iter().cloned().fold(f64::INFINITY, f64::min),
+            r.iter().cloned().fold(0.0, f64::max),
+            median(&mut c),
+        );
+    }
     Ok(())
 }

@@ -17,9 +17,11 @@ use super::server::Server;
 use crate::backend::connect::{connect, ConnectError};
 use crate::stats::PoolStats;
 
-/// What a waiter is handed: a ready connection, or the right to open one.
+/// What a waiter is handed: a ready connection, or the right to open one. (Not boxed: the
+/// channel allocates its slot anyway, and boxing would add an allocation per handoff.)
+#[allow(clippy::large_enum_variant)]
 enum Handoff {
-    Server(Box<Server>),
+    Server(Server),
     Slot,
 }
 
@@ -173,7 +175,7 @@ impl Pool {
         };
         if let Some(rx) = rx {
             match tokio::time::timeout(wait, rx).await {
-                Ok(Ok(Handoff::Server(s))) => return Ok(*s),
+                Ok(Ok(Handoff::Server(s))) => return Ok(s),
                 Ok(Ok(Handoff::Slot)) => {}
                 Ok(Err(_)) => return Err(CheckoutError::Closed),
                 Err(_) => {
@@ -246,9 +248,9 @@ impl Pool {
         server.last_used = now;
         let mut g = self.lock();
         while let Some(w) = g.waiters.pop_front() {
-            match w.send(Handoff::Server(Box::new(server))) {
+            match w.send(Handoff::Server(server)) {
                 Ok(()) => return,
-                Err(Handoff::Server(s)) => server = *s,
+                Err(Handoff::Server(s)) => server = s,
                 Err(Handoff::Slot) => return,
             }
         }

@@ -35,15 +35,17 @@ pub fn is_settable(name: &str) -> bool {
 pub struct Server {
     pub conn: ServerConn,
     pub node_id: usize,
+    /// Where a client holding this connection has its cancel requests sent.
+    pub cancel_key: std::sync::Arc<crate::cancel::BackendKey>,
     /// Parameter values in force on this connection: its startup parameters, every
     /// ParameterStatus it reported, and the SETs pgpivot applied.
     pub params: HashMap<String, String>,
     pub prepared: ServerStatements,
     pub created: Instant,
     pub last_used: Instant,
-    /// The shared parameter map `params` was last made to match (held, so its address cannot
-    /// be reused): the next client with exactly that map skips the comparison.
-    pub synced_to: Option<std::sync::Arc<crate::session::params::Params>>,
+    /// The client parameters `params` was last made to match (a snapshot, held so its
+    /// addresses cannot be reused): the next client with the same ones skips the comparison.
+    pub synced_to: Option<ClientParams>,
 }
 
 impl Server {
@@ -56,15 +58,28 @@ impl Server {
             .collect();
         absorb_parameter_status(&conn.greeting, &mut params);
         let now = Instant::now();
+        let cancel_key = std::sync::Arc::new(crate::cancel::BackendKey {
+            addr: conn.addr,
+            pid: conn.pid,
+            secret: conn.secret.clone(),
+            node: node_id,
+        });
         Server {
             conn,
             node_id,
+            cancel_key,
             params,
             prepared: ServerStatements::default(),
             created: now,
             last_used: now,
             synced_to: None,
         }
+    }
+
+    /// Whether this connection was last synced to parameters equal to `wanted` (and nothing
+    /// has run on it since that could change them): then `sync_params` has nothing to do.
+    pub fn in_sync_with(&self, wanted: &ClientParams) -> bool {
+        self.synced_to.as_ref().is_some_and(|s| s.same_as(wanted))
     }
 
     /// Makes this connection's parameters match `wanted` (a client's), with one round trip of
@@ -74,14 +89,12 @@ impl Server {
         wanted: &ClientParams,
         timeout: Duration,
     ) -> Result<(), String> {
-        if let (Some(w), Some(s)) = (wanted.pristine(), &self.synced_to) {
-            if std::sync::Arc::ptr_eq(w, s) {
-                return Ok(());
-            }
+        if self.in_sync_with(wanted) {
+            return Ok(());
         }
         let result = self.sync_params_now(wanted, timeout).await;
         self.synced_to = match result {
-            Ok(()) => wanted.pristine().cloned(),
+            Ok(()) => Some(wanted.clone()),
             Err(_) => None,
         };
         result

@@ -27,7 +27,7 @@ use super::forward::{
 };
 use super::idle::{answer_errors, idle_turn, Idle};
 use super::{ClientSocket, Ctx, Login};
-use crate::cancel::{send_cancel, BackendKey};
+use crate::cancel::send_cancel;
 use crate::config::PoolMode;
 use crate::error::SessionError;
 use crate::pool::{CheckoutError, Pool, Server};
@@ -67,16 +67,16 @@ pub async fn checkout(
                 )));
             }
         };
-        let Some(route) = table.primary.clone() else {
+        let Some(route) = table.primary.as_ref() else {
             continue;
         };
         let pool = match last_pool.take() {
             // The session's pool from its previous transaction: no key to build and hash.
-            Some(p) if p.node_id == route.node_id && p.addr_matches(&route) && !p.is_closed() => p,
+            Some(p) if p.node_id == route.node_id && p.addr_matches(route) && !p.is_closed() => p,
             _ => {
                 let options = startup.get("options").unwrap_or("");
                 ctx.pools
-                    .get(&route, startup.user(), startup.database(), options)
+                    .get(route, startup.user(), startup.database(), options)
             }
         };
         *last_pool = Some(pool.clone());
@@ -194,10 +194,15 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
             let deadline = Instant::now() + ctx.config.load().primary_wait_timeout;
             match Box::pin(checkout(ctx, &startup, &password, deadline, &mut last_pool)).await {
                 Ok((mut server, pool)) => {
-                    if let Err(e) =
+                    // The usual case (same parameters as the connection's last client) needs
+                    // no future at all.
+                    let synced = if server.in_sync_with(&params) {
+                        Ok(())
+                    } else {
                         Box::pin(server.sync_params(&params, ctx.config.load().connect_timeout))
                             .await
-                    {
+                    };
+                    if let Err(e) = synced {
                         pool.checkin(server, false);
                         owed = Some((
                             sqlstate::CONNECTION_FAILURE,
@@ -219,14 +224,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         }
         std::mem::swap(&mut shared.prep().server, &mut a.server.prepared);
         let statements_before = shared.prep().server.len();
-        cancel.set_backend(
-            Some(BackendKey {
-                addr: a.server.conn.addr,
-                pid: a.server.conn.pid,
-                secret: a.server.conn.secret.clone(),
-            }),
-            Some(a.server.node_id),
-        );
+        shared.set_backend(Some(a.server.cancel_key.clone()));
         sside.buf.clear();
         sside.buf.extend_from_slice(&a.server.conn.leftover);
         a.server.conn.leftover.clear();
@@ -276,9 +274,15 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
             }
         })
         .await;
-        cancel.set_backend(None, None);
-        if params.pristine().is_none() {
-            // The client's own SETs are on this connection now.
+        shared.set_backend(None);
+        if !a
+            .server
+            .synced_to
+            .as_ref()
+            .is_some_and(|s| s.identical(&params))
+        {
+            // The client changed its parameters on this connection (its snapshot there is
+            // stale): the next client compares them in full.
             a.server.synced_to = None;
         }
         sside.pool = None;
@@ -301,11 +305,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 let pending = shared.pending() > 0;
                 if mid_query && pending {
                     // Do not let a query run on for nobody.
-                    tokio::spawn(send_cancel(BackendKey {
-                        addr: a.server.conn.addr,
-                        pid: a.server.conn.pid,
-                        secret: a.server.conn.secret.clone(),
-                    }));
+                    tokio::spawn(send_cancel(a.server.cancel_key.clone()));
                 }
                 let clean = shared.quiescent() && sside.buf.is_empty() && shared.pinned().is_none();
                 Box::pin(give_back(a, clean, mode)).await;

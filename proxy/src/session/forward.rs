@@ -223,6 +223,16 @@ where
     let changed = ctx.topology.notified();
     tokio::pin!(changed);
     changed.as_mut().enable();
+    // Likewise the session's wake and the shutdown tokens: armed once per attachment, not per
+    // read (the tokens' waiter lists are shared by every session).
+    let wake = shared.wake.notified();
+    tokio::pin!(wake);
+    wake.as_mut().enable();
+    let fast = ctx.shutdown.fast.cancelled();
+    tokio::pin!(fast);
+    let drain = ctx.shutdown.drain.cancelled();
+    tokio::pin!(drain);
+    let mut fast_fired = false;
     let mut generation = ctx.topology.generation();
     let mut draining = false;
     let mut server_fatal = false;
@@ -283,15 +293,22 @@ where
         }
         let read = tokio::select! {
             biased;
-            _ = shared.wake.notified() => continue,
+            _ = &mut wake => {
+                wake.set(shared.wake.notified());
+                wake.as_mut().enable();
+                continue;
+            }
             _ = &mut changed => {
                 // Registered again before the generation is read at the top.
                 changed.set(ctx.topology.notified());
                 changed.as_mut().enable();
                 continue;
             }
-            _ = ctx.shutdown.fast.cancelled() => continue,
-            _ = ctx.shutdown.drain.cancelled(), if !draining => {
+            _ = &mut fast, if !fast_fired => {
+                fast_fired = true;
+                continue;
+            }
+            _ = &mut drain, if !draining => {
                 draining = true;
                 continue;
             }

@@ -50,7 +50,11 @@ where
                 return Idle::End("protocol violation");
             }
             Ok(Some((tag, len))) => {
-                if owed.is_none() && tag != b'X' && client.buf.len() >= len {
+                if owed.is_none()
+                    && tag != b'X'
+                    && client.buf.len() >= len
+                    && local::claims(&client.buf, len, shared)
+                {
                     let status = if parked {
                         shared.status.load(Ordering::Relaxed)
                     } else {

@@ -18,7 +18,24 @@ pub enum Local {
     ClientGone,
 }
 
-/// Answers the complete message (`len` bytes) at the front of `buf` if it is pgpivot's.
+/// Whether the complete message (`len` bytes) at the front of `buf` is pgpivot's to answer
+/// (then [`answer`] answers it). A message for PostgreSQL ends an open local batch. Checked
+/// without a future: it runs for every request.
+pub fn claims(buf: &[u8], len: usize, shared: &Shared) -> bool {
+    let mut prep = shared.prep();
+    if Responder::is_local(prep.local.as_deref(), buf[0], &buf[5..len]) {
+        return true;
+    }
+    if let Some(r) = prep.local.as_mut() {
+        if r.batch_open() {
+            r.end_batch();
+        }
+    }
+    false
+}
+
+/// Answers the complete message (`len` bytes) at the front of `buf`, which [`claims`] said is
+/// pgpivot's.
 pub async fn answer<W: AsyncWrite + Unpin>(
     ctx: &Ctx,
     cw: &mut W,
@@ -28,20 +45,11 @@ pub async fn answer<W: AsyncWrite + Unpin>(
     status: u8,
 ) -> Local {
     let tag = buf[0];
-    let mut responder = {
-        let mut prep = shared.prep();
-        if !Responder::is_local(prep.local.as_deref(), tag, &buf[5..len]) {
-            if let Some(r) = prep.local.as_mut() {
-                if r.batch_open() {
-                    r.end_batch();
-                }
-            }
-            return Local::Forward;
-        }
-        prep.local
-            .take()
-            .unwrap_or_else(|| Box::new(Responder::new(Surface::DataPort)))
-    };
+    let mut responder = shared
+        .prep()
+        .local
+        .take()
+        .unwrap_or_else(|| Box::new(Responder::new(Surface::DataPort)));
     let mut out = BytesMut::new();
     let flow = responder
         .handle(tag, &buf[5..len], ctx, status, &mut out)

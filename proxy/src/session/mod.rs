@@ -239,7 +239,18 @@ async fn login<S: ClientSocket>(
                 pool.checkin(server, false);
                 return Err(SessionError::Backend(e));
             }
-            let params = ClientParams::new(Arc::new(server.params.clone()));
+            // Based on the pool's greeting where there is one: clients sharing it are
+            // recognized as alike by pointer when a connection passes from one to another.
+            let params = match pool.welcome() {
+                Some(base) => {
+                    let mut p = ClientParams::new(base);
+                    for (k, v) in &server.params {
+                        p.insert(k.clone(), v.clone());
+                    }
+                    p
+                }
+                None => ClientParams::new(Arc::new(server.params.clone())),
+            };
             (Some(Box::new((server, pool))), params)
         }
     };

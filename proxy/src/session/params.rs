@@ -2,6 +2,11 @@
 //! shared by every client of that pool, plus only what differs for this client (its startup
 //! parameters and the SETs the server reported). Ten thousand idle clients of one pool then
 //! share one map.
+//!
+//! Both maps are shared and copied on write, so a snapshot of a client's parameters is two
+//! pointer copies: a server connection keeps the snapshot it was last synced to, and the next
+//! client with the same parameters (pointer-equal, or equal content: every pgbench client has
+//! its own `application_name` map) is recognized without walking the greeting.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,8 +16,8 @@ pub type Params = HashMap<String, String>;
 #[derive(Debug, Clone, Default)]
 pub struct ClientParams {
     base: Arc<Params>,
-    /// Entries that differ from `base` (boxed: most clients have none or few).
-    own: Option<Box<Params>>,
+    /// Entries that differ from `base` (behind a pointer: most clients have none or few).
+    own: Option<Arc<Params>>,
 }
 
 impl ClientParams {
@@ -28,10 +33,26 @@ impl ClientParams {
             .map(String::as_str)
     }
 
-    /// The shared map this client's parameters are exactly equal to, if it has no differences
-    /// of its own: a server connection last synced to the same map needs no SET at all.
-    pub fn pristine(&self) -> Option<&Arc<Params>> {
-        self.own.is_none().then_some(&self.base)
+    /// Whether `other` holds the same parameters: the same greeting map and the same own
+    /// differences (compared by content when they are not the same map). Cheap: the greeting
+    /// is compared by address only.
+    pub fn same_as(&self, other: &ClientParams) -> bool {
+        Arc::ptr_eq(&self.base, &other.base)
+            && match (&self.own, &other.own) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || **a == **b,
+                _ => false,
+            }
+    }
+
+    /// Whether `other` is an unchanged snapshot of these parameters (the same maps).
+    pub fn identical(&self, other: &ClientParams) -> bool {
+        Arc::ptr_eq(&self.base, &other.base)
+            && match (&self.own, &other.own) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -41,16 +62,20 @@ impl ClientParams {
     pub fn insert(&mut self, key: String, value: String) {
         if self.base.get(&key) == Some(&value) {
             if let Some(o) = self.own.as_mut() {
-                o.remove(&key);
-                if o.is_empty() {
-                    self.own = None;
+                if o.contains_key(&key) {
+                    Arc::make_mut(o).remove(&key);
+                    if o.is_empty() {
+                        self.own = None;
+                    }
                 }
             }
             return;
         }
-        self.own
-            .get_or_insert_with(Default::default)
-            .insert(key, value);
+        let own = self.own.get_or_insert_with(Default::default);
+        if own.get(&key) != Some(&value) {
+            // Copied if a snapshot shares it: the snapshot keeps the old values.
+            Arc::make_mut(own).insert(key, value);
+        }
     }
 
     /// Every parameter with its value for this client.
@@ -90,10 +115,35 @@ mod tests {
                 ("application_name", "orders")
             ]
         );
+        let before = p.clone();
+        assert!(p.identical(&before) && p.same_as(&before));
         p.insert("TimeZone".into(), "UTC".into());
         p.insert("application_name".into(), "x".into());
+        // The snapshot kept the old values; the change is seen by address and by content.
+        assert_eq!(before.get("TimeZone"), Some("Europe/Paris"));
+        assert!(!p.identical(&before) && !p.same_as(&before));
         assert_eq!(p.get("TimeZone"), Some("UTC"));
         assert_eq!(p.own.as_ref().map(|o| o.len()), Some(1));
         assert!(!p.contains_key("nope"));
+    }
+
+    #[test]
+    fn equal_differences_in_separate_maps_are_the_same_parameters() {
+        let base = Arc::new(Params::from([("TimeZone".to_string(), "UTC".to_string())]));
+        let mut a = ClientParams::new(base.clone());
+        let mut b = ClientParams::new(base.clone());
+        assert!(a.same_as(&b));
+        a.insert("application_name".into(), "pgbench".into());
+        assert!(!a.same_as(&b) && !b.same_as(&a));
+        b.insert("application_name".into(), "pgbench".into());
+        assert!(a.same_as(&b) && !a.identical(&b));
+        // A value equal to the greeting's is no difference at all.
+        b.insert("TimeZone".into(), "UTC".into());
+        assert!(a.same_as(&b));
+        b.insert("TimeZone".into(), "Asia/Tokyo".into());
+        assert!(!a.same_as(&b));
+        // Another greeting map is other parameters, even with equal content.
+        let c = ClientParams::new(Arc::new((*base).clone()));
+        assert!(!c.same_as(&ClientParams::new(base)));
     }
 }

@@ -47,6 +47,8 @@ pub struct Shared {
     pub server_fatal: Mutex<Option<Box<(String, String)>>>,
     stop: Mutex<Option<Box<(&'static str, String)>>>,
     pub(super) wake: Notify,
+    /// The server connection the client holds now: where its cancel requests go.
+    backend: Mutex<Option<std::sync::Arc<crate::cancel::BackendKey>>>,
     /// Traffic counts not yet added to the pool's and the process's totals.
     pub tally: Tally,
 }
@@ -77,6 +79,7 @@ impl Shared {
             server_fatal: Mutex::new(None),
             stop: Mutex::new(None),
             wake: Notify::new(),
+            backend: Mutex::new(None),
             tally: Tally::default(),
         }
     }
@@ -128,6 +131,23 @@ impl Shared {
         self.prep().plan.reset();
         self.tally.reset_timers();
         *self.server_fatal.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Points the client's cancel requests at `key` (None: it holds no server connection).
+    pub fn set_backend(&self, key: Option<std::sync::Arc<crate::cancel::BackendKey>>) {
+        let old = std::mem::replace(
+            &mut *self.backend.lock().unwrap_or_else(|e| e.into_inner()),
+            key,
+        );
+        // Dropped outside the lock.
+        drop(old);
+    }
+
+    pub fn backend(&self) -> Option<std::sync::Arc<crate::cancel::BackendKey>> {
+        self.backend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn prep(&self) -> std::sync::MutexGuard<'_, PrepState> {

@@ -9,11 +9,6 @@ use pgpivot::config::Config;
 use pgpivot::server::Running;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// mimalloc: every transaction allocates and frees a few buffers and futures of a few KiB,
-/// which glibc serves from shared bins; mimalloc serves them from per-thread pages.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// PostgreSQL proxy that always points at the live primary (a Pgpool-II replacement).
 ///
 /// Configured by the Bitnami pgpool environment variables (PGPOOL_*), pgpivot's own (PGPIVOT_*),

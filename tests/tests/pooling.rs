@@ -398,7 +398,9 @@ async fn clients_with_equal_startup_parameters_still_never_share_a_setting() {
         assert_eq!(ra.get::<_, String>(1), "Asia/Tokyo");
         assert!(ra.get::<_, String>(2).starts_with("German"));
         // Back to the shared values: A is alike again, and the connection with it.
-        a.batch_execute("RESET TimeZone; RESET DateStyle").await.unwrap();
+        a.batch_execute("RESET TimeZone; RESET DateStyle")
+            .await
+            .unwrap();
         let ra = a.query_one(q, &[]).await.unwrap();
         assert_eq!(ra.get::<_, String>(1), default_tz);
         let rc = c.query_one(q, &[]).await.unwrap();

@@ -77,9 +77,11 @@ impl Server {
     }
 
     /// Whether this connection was last synced to parameters equal to `wanted` (and nothing
-    /// has run on it since that could change them): then `sync_params` has nothing to do.
-    pub fn in_sync_with(&self, wanted: &ClientParams) -> bool {
-        self.synced_to.as_ref().is_some_and(|s| s.same_as(wanted))
+    /// has run on it since that could change them): then `sync_params` has nothing to do, and
+    /// the snapshot becomes `wanted`'s own, so that a change the client makes during this
+    /// attachment shows as a different map when it ends.
+    pub fn adopt_if_in_sync(&mut self, wanted: &ClientParams) -> bool {
+        crate::session::params::adopt_if_same(&mut self.synced_to, wanted)
     }
 
     /// Makes this connection's parameters match `wanted` (a client's), with one round trip of
@@ -89,7 +91,7 @@ impl Server {
         wanted: &ClientParams,
         timeout: Duration,
     ) -> Result<(), String> {
-        if self.in_sync_with(wanted) {
+        if self.adopt_if_in_sync(wanted) {
             return Ok(());
         }
         let result = self.sync_params_now(wanted, timeout).await;

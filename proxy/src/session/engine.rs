@@ -196,7 +196,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 Ok((mut server, pool)) => {
                     // The usual case (same parameters as the connection's last client) needs
                     // no future at all.
-                    let synced = if server.in_sync_with(&params) {
+                    let synced = if server.adopt_if_in_sync(&params) {
                         Ok(())
                     } else {
                         Box::pin(server.sync_params(&params, ctx.config.load().connect_timeout))

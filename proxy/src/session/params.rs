@@ -90,6 +90,20 @@ impl ClientParams {
     }
 }
 
+/// If `snapshot` holds the same parameters as `wanted`, makes it `wanted`'s own snapshot (so
+/// that `identical` tells later whether `wanted` changed) and returns true.
+pub fn adopt_if_same(snapshot: &mut Option<ClientParams>, wanted: &ClientParams) -> bool {
+    match snapshot {
+        Some(s) if s.same_as(wanted) => {
+            if !s.identical(wanted) {
+                *s = wanted.clone();
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +156,16 @@ mod tests {
         assert!(a.same_as(&b));
         b.insert("TimeZone".into(), "Asia/Tokyo".into());
         assert!(!a.same_as(&b));
+        // A connection synced for A serves B without a SET and then tracks B's own maps: a
+        // change B makes during its transaction is seen when it ends.
+        b.insert("TimeZone".into(), "UTC".into());
+        let mut snapshot = Some(a.clone());
+        assert!(adopt_if_same(&mut snapshot, &b));
+        assert!(snapshot.as_ref().is_some_and(|s| s.identical(&b)));
+        b.insert("DateStyle".into(), "German".into());
+        assert!(!snapshot.as_ref().is_some_and(|s| s.identical(&b)));
+        assert!(!adopt_if_same(&mut snapshot, &b));
+        assert!(!adopt_if_same(&mut None, &b));
         // Another greeting map is other parameters, even with equal content.
         let c = ClientParams::new(Arc::new((*base).clone()));
         assert!(!c.same_as(&ClientParams::new(base)));

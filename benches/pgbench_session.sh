@@ -2,6 +2,9 @@
 # pgbench select-only through pgpivot (session mode) vs. directly against the primary, in the same
 # run, interleaved. Prints tps for both and the ratio.
 #   benches/pgbench_session.sh [--clients 10] [--seconds 15] [--rounds 3] [--scale 10]
+# A/B of builds: --bin PATH (repeatable) rotates several pgpivot binaries through the same rounds
+# and prints each one's CPU per transaction; --rate TPS fixes pgbench's rate so every binary does
+# the same work (PGBENCH_COMPARE_DIAG=1 adds user time, machine idle and context switches).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/local/install-deps.sh

@@ -10,6 +10,7 @@ pub mod machine;
 pub mod mem;
 pub mod msgs;
 pub mod pgbench;
+pub mod procfs;
 pub mod reaper;
 pub mod table;
 pub mod targets;

@@ -45,15 +45,11 @@ pub fn process(pid: u32) -> Option<Usage> {
 
 /// Process group of `pid` (field 5 of `/proc/PID/stat`).
 fn pgrp(pid: u32) -> Option<u32> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut f = rest.split_whitespace();
-    let state = f.next()?;
-    if state == "Z" || state == "X" {
+    let f = crate::procfs::stat_fields(pid)?;
+    if f.first().is_some_and(|state| state == "Z" || state == "X") {
         return None;
     }
-    f.next()?; // ppid
-    f.next()?.parse().ok()
+    f.get(2)?.parse().ok()
 }
 
 /// Every live process of process group `pgid`.

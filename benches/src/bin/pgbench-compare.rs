@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use pgpivot_benches::pgbench::parse_summary;
+use pgpivot_benches::procfs::{context_switches, cpu_seconds, machine_jiffies};
 use pgpivot_tests::{
     free_port, pgbench, pivot_env, spawn_binary, wait_listening, Cluster, ClusterOptions,
     PivotOptions,
@@ -73,79 +75,6 @@ fn parse() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-fn tps(out: &str) -> Option<f64> {
-    out.lines()
-        .find(|l| l.starts_with("tps = "))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|v| v.parse().ok())
-}
-
-fn transactions(out: &str) -> Option<f64> {
-    out.lines()
-        .find(|l| l.starts_with("number of transactions actually processed"))
-        .and_then(|l| l.split(':').nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// The machine's idle and total jiffies so far (first line of /proc/stat).
-fn machine_jiffies() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
-    (idle, v.iter().sum())
-}
-
-/// Context switches of every thread of a process so far (voluntary, involuntary).
-fn switches(pid: u32) -> (u64, u64) {
-    let mut out = (0, 0);
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for t in dir.flatten() {
-        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-        for l in status.lines() {
-            let n = || {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            if l.starts_with("voluntary_ctxt_switches") {
-                out.0 += n();
-            } else if l.starts_with("nonvoluntary_ctxt_switches") {
-                out.1 += n();
-            }
-        }
-    }
-    out
-}
-
-/// A process's CPU time so far (user + system), in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let (user, system) = cpu_split(pid)?;
-    Ok(user + system)
-}
-
-/// A process's user and system CPU time so far, in seconds.
-fn cpu_split(pid: u32) -> anyhow::Result<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok((field(11) / hz.max(1.0), field(12) / hz.max(1.0)))
-}
-
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -182,12 +111,9 @@ fn run(a: &Args, port: u16) -> anyhow::Result<(f64, f64)> {
     if !out.success() {
         bail!("pgbench failed: {}", out.stderr);
     }
-    let tps =
-        tps(&out.stdout).with_context(|| format!("no tps in pgbench output: {}", out.stdout))?;
-    Ok((
-        tps,
-        transactions(&out.stdout).unwrap_or(tps * f64::from(a.seconds)),
-    ))
+    let (tps, done, _) = parse_summary(&out.stdout)
+        .with_context(|| format!("no tps in pgbench output: {}", out.stdout))?;
+    Ok((tps, done as f64))
 }
 
 /// A pgpivot process under test.
@@ -317,15 +243,17 @@ fn main() -> anyhow::Result<()> {
         for k in 0..pivots.len() {
             let i = (k + r as usize) % pivots.len();
             let pid = pivots[i].child.id();
-            let before = cpu_seconds(pid)?;
-            let user0 = cpu_split(pid)?.0;
+            let cpu = || cpu_seconds(pid).context("pgpivot's /proc/PID/stat");
+            let (user0, system0) = cpu()?;
             let (idle0, total0) = machine_jiffies();
-            let sw0 = switches(pid);
+            let sw0 = context_switches(pid);
             let (p, n) = run(&a, pivots[i].port)?;
-            let cpu_us = (cpu_seconds(pid)? - before) * 1e6 / n.max(1.0);
+            let (user1, system1) = cpu()?;
             let (idle1, total1) = machine_jiffies();
-            let user_us = (cpu_split(pid)?.0 - user0) * 1e6 / n.max(1.0);
-            let sw1 = switches(pid);
+            let sw1 = context_switches(pid);
+            let per_tx = |seconds: f64| seconds * 1e6 / n.max(1.0);
+            let cpu_us = per_tx(user1 + system1 - user0 - system0);
+            let user_us = per_tx(user1 - user0);
             line += &format!(
                 "; [{i}] {p:.0} tps ratio {:.3} cpu {cpu_us:.1} us/tx",
                 p / d

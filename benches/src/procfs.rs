@@ -70,7 +70,10 @@ mod tests {
         let f = stat_fields(me).expect("own stat");
         // State, then the parent pid: ours.
         assert_eq!(f[0].len(), 1);
-        assert_eq!(f[1].parse::<u32>().ok(), Some(std::os::unix::process::parent_id()));
+        assert_eq!(
+            f[1].parse::<u32>().ok(),
+            Some(std::os::unix::process::parent_id())
+        );
         assert!(cpu_seconds(me).is_some());
         let (vol, invol) = context_switches(me);
         assert!(vol + invol > 0);

@@ -263,6 +263,17 @@ where
 
 /// `pgbench -i -q -s <scale>` straight against node 0 of `cluster` as its app user (the tables
 /// the pgbench runs in tests use). Fails with pgbench's output if it fails.
+/// pgbench as the fixture's `app` user (password `secret`) against database `bench` on
+/// 127.0.0.1:`port` (a node or a pgpivot), with `args` (the run's options).
+pub fn pgbench_app(port: u16, args: &[&str]) -> anyhow::Result<CmdOutput> {
+    let port = port.to_string();
+    let target = ["-h", "127.0.0.1", "-p", &port, "-U", "app"];
+    pgbench(
+        "secret",
+        target.iter().chain(args).chain(std::iter::once(&"bench")),
+    )
+}
+
 pub fn pgbench_init(cluster: &crate::Cluster, scale: u32) -> anyhow::Result<()> {
     let o = cluster.options();
     let out = pgbench(

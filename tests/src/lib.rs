@@ -44,8 +44,8 @@ pub mod wire;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use exec::{
-    as_postgres, check_pg_binaries, chown_to_pg, pg_bin, pg_bin_dir, pgbench, pgbench_init,
-    running_as_root, CmdOutput, DEFAULT_PG_BIN, PG_BIN_ENV,
+    as_postgres, check_pg_binaries, chown_to_pg, pg_bin, pg_bin_dir, pgbench, pgbench_app,
+    pgbench_init, running_as_root, CmdOutput, DEFAULT_PG_BIN, PG_BIN_ENV,
 };
 pub use node::{write_pg_file, AuthMethod, Node};
 pub use pivot::{

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use pgpivot_tests::e2e::{connect_err, db_error, psql, start_pivot};
-use pgpivot_tests::{connect, pgbench, pgbench_init, Cluster, ClusterOptions, Pivot, PivotOptions};
+use pgpivot_tests::{
+    connect, pgbench_app, pgbench_init, Cluster, ClusterOptions, Pivot, PivotOptions,
+};
 
 const ADMIN: &str = "admin";
 const ADMIN_PASSWORD: &str = "admin-secret";
@@ -198,27 +200,9 @@ async fn planned_switchover_with_pause_and_resume_has_no_client_errors() {
     let c = cluster_with_standby();
     pgbench_init(&c, 1).expect("pgbench -i");
     let p = start_pivot(&c, admin_opts("session")).await;
-    let port = p.addr.port().to_string();
+    let port = p.addr.port();
     let bench = tokio::task::spawn_blocking(move || {
-        pgbench(
-            "secret",
-            [
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "app",
-                "-c",
-                "8",
-                "-j",
-                "2",
-                "-T",
-                "10",
-                "-n",
-                "bench",
-            ],
-        )
+        pgbench_app(port, &["-c", "8", "-j", "2", "-T", "10", "-n"])
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let paused = console(&p, "PAUSE").await;

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use pgpivot_tests::e2e::wait_active;
-use pgpivot_tests::{connect, pgbench, pgbench_init, Cluster, ClusterOptions, Pivot, PivotOptions};
+use pgpivot_tests::{
+    connect, pgbench_app, pgbench_init, Cluster, ClusterOptions, Pivot, PivotOptions,
+};
 
 fn tx_opts(pool_size: usize) -> PivotOptions {
     PivotOptions {
@@ -264,32 +266,10 @@ async fn pgbench_prepared_fifty_clients_through_a_pool_of_five() {
     let cluster = primary_only();
     pgbench_init(&cluster, 1).expect("pgbench -i");
     let pivot = Pivot::start(&cluster, tx_opts(5)).await.expect("pgpivot");
-    let port = pivot.addr.port().to_string();
+    let port = pivot.addr.port();
     for mode in ["prepared", "extended", "simple"] {
-        let out = tokio::task::spawn_blocking({
-            let port = port.clone();
-            move || {
-                pgbench(
-                    "secret",
-                    [
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        &port,
-                        "-U",
-                        "app",
-                        "-M",
-                        mode,
-                        "-c",
-                        "50",
-                        "-j",
-                        "2",
-                        "-t",
-                        "40",
-                        "bench",
-                    ],
-                )
-            }
+        let out = tokio::task::spawn_blocking(move || {
+            pgbench_app(port, &["-M", mode, "-c", "50", "-j", "2", "-t", "40"])
         })
         .await
         .unwrap()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pgpivot_tests::demo::{self, DemoOptions, DemoReport, Fault};
 use pgpivot_tests::topology::{Topology, TopologyOptions, ADMIN_PASSWORD, ADMIN_USER};
-use pgpivot_tests::{connect, pgbench, pgbench_init};
+use pgpivot_tests::{connect, pgbench_app, pgbench_init};
 
 async fn topology() -> Topology {
     Topology::start(TopologyOptions::default())
@@ -168,27 +168,9 @@ async fn repmgr_switchover_with_pause_and_resume_has_no_client_errors() {
     tokio::task::block_in_place(|| pgbench_init(&t.cluster, 1)).expect("pgbench -i");
     let mut benches = Vec::new();
     for p in &t.pivots {
-        let port = p.addr.port().to_string();
+        let port = p.addr.port();
         benches.push(tokio::task::spawn_blocking(move || {
-            pgbench(
-                "secret",
-                [
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port,
-                    "-U",
-                    "app",
-                    "-c",
-                    "4",
-                    "-j",
-                    "1",
-                    "-T",
-                    "12",
-                    "-n",
-                    "bench",
-                ],
-            )
+            pgbench_app(port, &["-c", "4", "-j", "1", "-T", "12", "-n"])
         }));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;

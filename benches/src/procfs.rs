@@ -20,6 +20,18 @@ pub fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
     Some((ticks(11)? / hz, ticks(12)? / hz))
 }
 
+/// User and system CPU time, in seconds, of this process's children that have been waited for
+/// (pgbench runs, for instance).
+pub fn children_cpu_seconds() -> (f64, f64) {
+    // SAFETY: getrusage writes into the zeroed struct we pass and has no other preconditions.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) } != 0 {
+        return (0.0, 0.0);
+    }
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (s(u.ru_utime), s(u.ru_stime))
+}
+
 /// Context switches of every thread of a process so far: (voluntary, involuntary).
 pub fn context_switches(pid: u32) -> (u64, u64) {
     let mut out = (0, 0);
@@ -45,7 +57,8 @@ pub fn context_switches(pid: u32) -> (u64, u64) {
     out
 }
 
-/// The machine's idle (idle + iowait) and total jiffies so far, from `/proc/stat`.
+/// The machine's idle (idle + iowait) and total jiffies so far, from `/proc/stat`, summed
+/// over all CPUs, in clock ticks.
 pub fn machine_jiffies() -> (f64, f64) {
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
     let v: Vec<f64> = stat
@@ -79,5 +92,16 @@ mod tests {
         assert!(vol + invol > 0);
         let (idle, total) = machine_jiffies();
         assert!(total > 0.0 && idle <= total);
+        let before = children_cpu_seconds();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .status()
+            .expect("sh runs");
+        assert!(status.success());
+        let after = children_cpu_seconds();
+        assert!(
+            after.0 + after.1 > before.0 + before.1,
+            "{before:?} -> {after:?}"
+        );
     }
 }

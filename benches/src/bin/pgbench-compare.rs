@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use pgpivot_benches::pgbench::parse_summary;
-use pgpivot_benches::procfs::{context_switches, cpu_seconds, machine_jiffies};
+use pgpivot_benches::procfs::{
+    children_cpu_seconds, context_switches, cpu_seconds, machine_jiffies,
+};
+use pgpivot_benches::targets::{Kind, PoolSettings, Target};
 use pgpivot_tests::{
     free_port, pgbench, pivot_env, spawn_binary, wait_listening, Cluster, ClusterOptions,
     PivotOptions,
@@ -30,6 +33,11 @@ struct Args {
     pool_mode: String,
     pool_size: u32,
     bins: Vec<std::path::PathBuf>,
+    /// Also put PgBouncer (transaction pooling, same pool size) in the rotation.
+    pgbouncer: bool,
+    /// Also put the plain TCP relay (`tcp-relay`, one server connection per client, no
+    /// parsing) in the rotation: the floor under any proxy's cost.
+    relay: bool,
     /// pgbench `-R`: a fixed rate, so every binary does the same work and CPU per transaction
     /// compares changes without the machine's state in the way.
     rate: Option<u32>,
@@ -46,6 +54,8 @@ fn parse() -> anyhow::Result<Args> {
         pool_mode: "session".into(),
         pool_size: 20,
         bins: Vec::new(),
+        pgbouncer: false,
+        relay: false,
         rate: None,
     };
     let mut it = std::env::args().skip(1);
@@ -65,8 +75,10 @@ fn parse() -> anyhow::Result<Args> {
             "--pool-size" => a.pool_size = v()?.parse()?,
             "--bin" => a.bins.push(v()?.into()),
             "--rate" => a.rate = Some(v()?.parse()?),
+            "--pgbouncer" => a.pgbouncer = true,
+            "--relay" => a.relay = true,
             "-h" | "--help" => {
-                println!("pgbench-compare [--clients 10] [--seconds 15] [--rounds 3] [--scale 10] [--mode simple|extended|prepared] [--tpcb] [--pool-mode session|transaction] [--pool-size 20] [--bin PATH]... [--rate TPS]");
+                println!("pgbench-compare [--clients 10] [--seconds 15] [--rounds 3] [--scale 10] [--mode simple|extended|prepared] [--tpcb] [--pool-mode session|transaction] [--pool-size 20] [--bin PATH]... [--pgbouncer] [--relay] [--rate TPS]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}"),
@@ -116,26 +128,138 @@ fn run(a: &Args, port: u16) -> anyhow::Result<(f64, f64)> {
     Ok((tps, done as f64))
 }
 
-/// A pgpivot process under test.
-struct Pivot {
+/// Where one run's CPU went, per transaction.
+struct Sample {
+    tps: f64,
+    /// The proxy's user + system time (0 for direct runs).
+    proxy_us: f64,
+    proxy_user_us: f64,
+    /// pgbench's user + system time.
+    pgbench_us: f64,
+    /// Every CPU's busy time: pgbench + proxy + PostgreSQL + anything else running.
+    machine_us: f64,
+    idle_pct: f64,
+    /// The proxy's (voluntary, involuntary) context switches.
+    switches: (f64, f64),
+}
+
+impl Sample {
+    /// The breakdown printed with PGBENCH_COMPARE_DIAG=1: PostgreSQL's share is what the
+    /// machine spent beyond pgbench and the proxy.
+    fn budget(&self) -> String {
+        format!(
+            " (machine {:.1} us/tx = pgbench {:.1} + proxy {:.1} [user {:.1}] + rest {:.1}; idle {:.0}%; proxy switches/tx {:.2} vol {:.2} invol)",
+            self.machine_us,
+            self.pgbench_us,
+            self.proxy_us,
+            self.proxy_user_us,
+            self.machine_us - self.pgbench_us - self.proxy_us,
+            self.idle_pct,
+            self.switches.0,
+            self.switches.1,
+        )
+    }
+}
+
+/// One pgbench run against `port`, with the CPU spent by the machine, pgbench and the proxy
+/// (`pid`, if any) while it ran.
+fn measured_run(a: &Args, port: u16, pid: Option<u32>) -> anyhow::Result<Sample> {
+    let proxy = || -> anyhow::Result<(f64, f64)> {
+        match pid {
+            Some(pid) => cpu_seconds(pid).context("the proxy's /proc/PID/stat"),
+            None => Ok((0.0, 0.0)),
+        }
+    };
+    let switches = || pid.map_or((0, 0), context_switches);
+    let (user0, system0) = proxy()?;
+    let (idle0, total0) = machine_jiffies();
+    let sw0 = switches();
+    let kids0 = children_cpu_seconds();
+    let (tps, n) = run(a, port)?;
+    let kids1 = children_cpu_seconds();
+    let sw1 = switches();
+    let (idle1, total1) = machine_jiffies();
+    let (user1, system1) = proxy()?;
+    let n = n.max(1.0);
+    let per_tx = |seconds: f64| seconds * 1e6 / n;
+    // SAFETY: sysconf has no preconditions.
+    let hz = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64).max(1.0);
+    Ok(Sample {
+        tps,
+        proxy_us: per_tx(user1 + system1 - user0 - system0),
+        proxy_user_us: per_tx(user1 - user0),
+        pgbench_us: per_tx(kids1.0 + kids1.1 - kids0.0 - kids0.1),
+        machine_us: per_tx(((total1 - total0) - (idle1 - idle0)) / hz),
+        idle_pct: 100.0 * (idle1 - idle0) / (total1 - total0).max(1.0),
+        switches: ((sw1.0 - sw0.0) as f64 / n, (sw1.1 - sw0.1) as f64 / n),
+    })
+}
+
+/// A proxy under test: a pgpivot binary, or PgBouncer.
+struct Proxy {
     name: String,
-    child: std::process::Child,
+    pid: u32,
     port: u16,
+    /// Stops the process when dropped.
+    _guard: Box<dyn std::any::Any>,
+}
+
+/// The `tcp-relay` binary next to this one, in front of `server_port`.
+fn start_relay(server_port: u16) -> anyhow::Result<Proxy> {
+    let exe = std::env::current_exe()?.with_file_name("tcp-relay");
+    let port = free_port();
+    let dir = tempfile::tempdir()?;
+    let child = std::process::Command::new(&exe)
+        .args([port.to_string(), server_port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let relay = Proxy {
+        name: "tcp-relay".into(),
+        pid: child.id(),
+        port,
+        _guard: Box::new(Child {
+            process: child,
+            _dir: dir,
+        }),
+    };
+    wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(10))?;
+    Ok(relay)
+}
+
+/// A pgpivot process started by this program, and its directory (removed after it stops).
+struct Child {
+    process: std::process::Child,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Pivot {
+impl Drop for Child {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
+}
+
+fn start_pgbouncer(a: &Args, cluster: &Cluster) -> anyhow::Result<Proxy> {
+    let settings = PoolSettings {
+        pool_size: a.pool_size,
+        max_clients: a.clients.max(100) + 50,
+        ..Default::default()
+    };
+    let t = Target::start(Kind::PgBouncer, cluster, &settings)?;
+    Ok(Proxy {
+        name: "pgbouncer".into(),
+        pid: t.pgid().context("PgBouncer has a process")?,
+        port: t.port,
+        _guard: Box::new(t),
+    })
 }
 
 fn start_pivot(
     a: &Args,
     cluster: &Cluster,
     bin: Option<&std::path::Path>,
-) -> anyhow::Result<Pivot> {
+) -> anyhow::Result<Proxy> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -164,11 +288,14 @@ fn start_pivot(
             .with_context(|| format!("starting {}", path.display()))?,
     };
     let name = bin.map_or_else(|| "pgpivot".to_string(), |p| p.display().to_string());
-    let pivot = Pivot {
+    let pivot = Proxy {
         name,
-        child,
+        pid: child.id(),
         port,
-        _dir: dir,
+        _guard: Box::new(Child {
+            process: child,
+            _dir: dir,
+        }),
     };
     wait_listening(&listen, Duration::from_secs(10))?;
     Ok(pivot)
@@ -215,6 +342,12 @@ fn main() -> anyhow::Result<()> {
     for b in &a.bins {
         pivots.push(start_pivot(&a, &cluster, Some(b))?);
     }
+    if a.pgbouncer {
+        pivots.push(start_pgbouncer(&a, &cluster)?);
+    }
+    if a.relay {
+        pivots.push(start_relay(cluster.port(0))?);
+    }
     std::thread::sleep(Duration::from_millis(700));
 
     let cores = std::thread::available_parallelism()
@@ -231,51 +364,40 @@ fn main() -> anyhow::Result<()> {
         pool_size(&a),
         a.rounds
     );
+    let diag = std::env::var_os("PGBENCH_COMPARE_DIAG").is_some();
     let mut direct = Vec::new();
     let mut proxied: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
         pivots.iter().map(|_| Default::default()).collect();
     for r in 1..=a.rounds {
-        let (d, _) = run(&a, cluster.port(0))?;
-        direct.push(d);
-        let mut line = format!("round {r}: direct {d:.0} tps");
-        // Rotate the order of the binaries between rounds, so none always runs right after
+        let d = measured_run(&a, cluster.port(0), None)?;
+        direct.push(d.tps);
+        let mut line = format!("round {r}: direct {:.0} tps", d.tps);
+        if diag {
+            line += &d.budget();
+        }
+        // Rotate the order of the proxies between rounds, so none always runs right after
         // the direct run.
         for k in 0..pivots.len() {
             let i = (k + r as usize) % pivots.len();
-            let pid = pivots[i].child.id();
-            let cpu = || cpu_seconds(pid).context("pgpivot's /proc/PID/stat");
-            let (user0, system0) = cpu()?;
-            let (idle0, total0) = machine_jiffies();
-            let sw0 = context_switches(pid);
-            let (p, n) = run(&a, pivots[i].port)?;
-            let (user1, system1) = cpu()?;
-            let (idle1, total1) = machine_jiffies();
-            let sw1 = context_switches(pid);
-            let per_tx = |seconds: f64| seconds * 1e6 / n.max(1.0);
-            let cpu_us = per_tx(user1 + system1 - user0 - system0);
-            let user_us = per_tx(user1 - user0);
+            let p = measured_run(&a, pivots[i].port, Some(pivots[i].pid))?;
+            let ratio = p.tps / d.tps;
             line += &format!(
-                "; [{i}] {p:.0} tps ratio {:.3} cpu {cpu_us:.1} us/tx",
-                p / d
+                "; [{i}] {:.0} tps ratio {ratio:.3} cpu {:.1} us/tx",
+                p.tps, p.proxy_us
             );
-            if std::env::var_os("PGBENCH_COMPARE_DIAG").is_some() {
-                line += &format!(
-                    " (user {user_us:.1} us/tx, machine idle {:.0}%, switches/tx {:.2} vol {:.2} invol)",
-                    100.0 * (idle1 - idle0) / (total1 - total0).max(1.0),
-                    (sw1.0 - sw0.0) as f64 / n.max(1.0),
-                    (sw1.1 - sw0.1) as f64 / n.max(1.0),
-                );
+            if diag {
+                line += &p.budget();
             }
-            proxied[i].0.push(p);
-            proxied[i].1.push(p / d);
-            proxied[i].2.push(cpu_us);
+            proxied[i].0.push(p.tps);
+            proxied[i].1.push(ratio);
+            proxied[i].2.push(p.proxy_us);
         }
         println!("{line}");
     }
     println!("median direct {:.0} tps", median(&mut direct));
     for (i, (mut t, r, mut c)) in proxied.into_iter().enumerate() {
         println!(
-            "median [{i}] {}: {:.0} tps, ratio {:.3} (min {:.3}, max {:.3}), pgpivot cpu {:.1} us/tx",
+            "median [{i}] {}: {:.0} tps, ratio {:.3} (min {:.3}, max {:.3}), proxy cpu {:.1} us/tx",
             pivots[i].name,
             median(&mut t),
             median(&mut r.clone()),

@@ -78,9 +78,9 @@ impl Server {
 
     /// Whether this connection was last synced to parameters equal to `wanted` (and nothing
     /// has run on it since that could change them): then `sync_params` has nothing to do, and
-    /// the snapshot becomes `wanted`'s own, so that a change the client makes during this
-    /// attachment shows as a different map when it ends.
-    pub fn adopt_if_in_sync(&mut self, wanted: &ClientParams) -> bool {
+    /// `wanted` and the snapshot share their maps, so that a change the client makes during
+    /// this attachment shows as a different map when it ends.
+    pub fn adopt_if_in_sync(&mut self, wanted: &mut ClientParams) -> bool {
         crate::session::params::adopt_if_same(&mut self.synced_to, wanted)
     }
 
@@ -88,7 +88,7 @@ impl Server {
     /// SET/RESET when anything differs. Errors mean the connection is unusable for this client.
     pub async fn sync_params(
         &mut self,
-        wanted: &ClientParams,
+        wanted: &mut ClientParams,
         timeout: Duration,
     ) -> Result<(), String> {
         if self.adopt_if_in_sync(wanted) {

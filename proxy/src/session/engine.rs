@@ -20,6 +20,7 @@ use pgpivot_protocol::sqlstate;
 use pgpivot_protocol::startup::StartupMessage;
 use tokio::time::Instant;
 
+use super::buffers;
 use super::conn::ClientConn;
 use super::forward::{
     client_to_server, server_to_client, still_primary, write_fatal, ClientEnd, ClientSide,
@@ -196,11 +197,11 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 Ok((mut server, pool)) => {
                     // The usual case (same parameters as the connection's last client) needs
                     // no future at all.
-                    let synced = if server.adopt_if_in_sync(&params) {
+                    let synced = if server.adopt_if_in_sync(&mut params) {
                         Ok(())
                     } else {
-                        Box::pin(server.sync_params(&params, ctx.config.load().connect_timeout))
-                            .await
+                        let timeout = ctx.config.load().connect_timeout;
+                        Box::pin(server.sync_params(&mut params, timeout)).await
                     };
                     if let Err(e) = synced {
                         pool.checkin(server, false);
@@ -320,12 +321,10 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
             ServerEnd::Release => {
                 a.pool.checkin(a.server, true);
                 // Idle clients keep no buffers (memory per idle client is what transaction
-                // pooling is for); the next attachment allocates them again.
-                if sside.buf.is_empty() {
-                    sside.buf = BytesMut::new();
-                }
-                sside.out = BytesMut::new();
-                client.out = BytesMut::new();
+                // pooling is for); the next attachment takes them from the thread's cache.
+                buffers::give(&mut sside.buf);
+                buffers::give(&mut sside.out);
+                buffers::give(&mut client.out);
             }
             ServerEnd::Demoted | ServerEnd::ServerLost => {
                 if end == ServerEnd::Demoted || !still_primary(ctx, node) {

@@ -22,6 +22,7 @@ use pgpivot_protocol::frame::Scanner;
 use pgpivot_protocol::sqlstate;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::buffers;
 pub use super::shared::{PrepState, Shared};
 use super::staging::{stage_client_bytes, stage_server_bytes, Stop};
 use super::Ctx;
@@ -157,7 +158,9 @@ where
             Stop::Local => continue,
             Stop::NeedInput => {}
         }
-        if side.buf.capacity() - side.buf.len() < 1024 {
+        if side.buf.capacity() == 0 {
+            side.buf = buffers::take(CLIENT_CHUNK);
+        } else if side.buf.capacity() - side.buf.len() < 1024 {
             side.buf.reserve(CLIENT_CHUNK);
         }
         match client.read_buf(&mut side.buf).await {
@@ -288,7 +291,9 @@ where
             );
         }
 
-        if side.buf.capacity() - side.buf.len() < 1024 {
+        if side.buf.capacity() == 0 {
+            side.buf = buffers::take(SERVER_CHUNK);
+        } else if side.buf.capacity() - side.buf.len() < 1024 {
             side.buf.reserve(SERVER_CHUNK);
         }
         let read = tokio::select! {

@@ -11,6 +11,7 @@ use pgpivot_protocol::frame::header;
 use pgpivot_protocol::sqlstate;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::buffers;
 use super::forward::{write_fatal, ClientSide, Shared};
 use super::local::{self, Local};
 use super::prepared::parse_offline;
@@ -169,10 +170,8 @@ where
             .await;
             return Idle::End("shutdown");
         }
-        if client.buf.is_empty() {
-            // Idle: hold no buffer; one is allocated when the next request arrives.
-            client.buf = BytesMut::new();
-        }
+        // Idle: hold no buffer; one is taken when the next request arrives.
+        buffers::give(&mut client.buf);
         let woken = shared.wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
@@ -187,7 +186,11 @@ where
                 if buf.is_empty() {
                     cr.wait_readable().await?;
                 }
-                buf.reserve(IDLE_READ_CHUNK);
+                if buf.capacity() == 0 {
+                    *buf = buffers::take(IDLE_READ_CHUNK);
+                } else {
+                    buf.reserve(IDLE_READ_CHUNK);
+                }
             }
             cr.read_buf(buf).await
         };

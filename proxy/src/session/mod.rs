@@ -4,6 +4,7 @@
 
 #[doc(hidden)]
 pub mod bench_hooks;
+mod buffers;
 mod client_auth;
 pub(crate) mod conn;
 mod engine;
@@ -231,7 +232,7 @@ async fn login<S: ClientSocket>(
                 engine::checkout(ctx, &startup, &password, deadline, &mut None).await?;
             if let Err(e) = server
                 .sync_params(
-                    &ClientParams::new(Arc::new(wanted)),
+                    &mut ClientParams::new(Arc::new(wanted)),
                     ctx.config.load().connect_timeout,
                 )
                 .await

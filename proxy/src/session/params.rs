@@ -90,13 +90,16 @@ impl ClientParams {
     }
 }
 
-/// If `snapshot` holds the same parameters as `wanted`, makes it `wanted`'s own snapshot (so
-/// that `identical` tells later whether `wanted` changed) and returns true.
-pub fn adopt_if_same(snapshot: &mut Option<ClientParams>, wanted: &ClientParams) -> bool {
+/// If `snapshot` holds the same parameters as `wanted`, makes the two share their maps (so
+/// that `identical` tells later whether `wanted` changed, and the next comparison of clients
+/// alike is by address: pgbench's clients converge on one map) and returns true.
+pub fn adopt_if_same(snapshot: &mut Option<ClientParams>, wanted: &mut ClientParams) -> bool {
     match snapshot {
         Some(s) if s.same_as(wanted) => {
             if !s.identical(wanted) {
-                *s = wanted.clone();
+                // Equal content: the client takes the snapshot's copy-on-write map; a SET it
+                // makes later copies it, and the snapshot keeps what the server has.
+                wanted.own = s.own.clone();
             }
             true
         }
@@ -160,12 +163,18 @@ mod tests {
         // change B makes during its transaction is seen when it ends.
         b.insert("TimeZone".into(), "UTC".into());
         let mut snapshot = Some(a.clone());
-        assert!(adopt_if_same(&mut snapshot, &b));
+        assert!(adopt_if_same(&mut snapshot, &mut b));
         assert!(snapshot.as_ref().is_some_and(|s| s.identical(&b)));
+        // B now shares A's map: the next comparison is by address.
+        assert!(a.identical(&b));
         b.insert("DateStyle".into(), "German".into());
         assert!(!snapshot.as_ref().is_some_and(|s| s.identical(&b)));
-        assert!(!adopt_if_same(&mut snapshot, &b));
-        assert!(!adopt_if_same(&mut None, &b));
+        assert!(!adopt_if_same(&mut snapshot, &mut b));
+        assert!(!adopt_if_same(&mut None, &mut b));
+        // B's SET copied the shared map: A and the snapshot keep their values.
+        assert_eq!(a.get("DateStyle"), None);
+        assert_eq!(snapshot.as_ref().and_then(|s| s.get("DateStyle")), None);
+        assert_eq!(b.get("DateStyle"), Some("German"));
         // Another greeting map is other parameters, even with equal content.
         let c = ClientParams::new(Arc::new((*base).clone()));
         assert!(!c.same_as(&ClientParams::new(base)));

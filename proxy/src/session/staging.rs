@@ -10,6 +10,7 @@ use pgpivot_protocol::frame::Scan;
 use pgpivot_protocol::sqlstate;
 use pgpivot_protocol::views::{self, ErrorView};
 
+use super::buffers;
 use super::forward::{ClientEnd, ClientSide, ServerEnd, ServerSide, MAX_TERMINATE};
 use super::prepared;
 use super::shared::{PrepState, Shared};
@@ -44,6 +45,9 @@ pub(super) fn stage_client_bytes(
     let mut pos = 0;
     let mut stop = Stop::NeedInput;
     side.out.clear();
+    if side.out.capacity() == 0 {
+        side.out = buffers::take(buffers::SMALL);
+    }
     let mut prep = shared.prep();
     loop {
         let PrepState { plan, .. } = &mut *prep;
@@ -212,6 +216,9 @@ pub(super) fn stage_server_bytes(
 ) -> Result<usize, ServerEnd> {
     let mut pos = 0;
     side.out.clear();
+    if side.out.capacity() == 0 {
+        side.out = buffers::take(buffers::SMALL);
+    }
     let mut prep = shared.prep();
     loop {
         let PrepState {

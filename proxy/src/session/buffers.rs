@@ -11,9 +11,9 @@ use std::cell::RefCell;
 
 use bytes::BytesMut;
 
-/// Reads from a client and staged output.
+/// Staged output and an idle client's first read.
 pub const SMALL: usize = 4 * 1024;
-/// Reads from a server.
+/// The pumps' reads.
 pub const LARGE: usize = 16 * 1024;
 /// Buffers kept per class and thread: enough for the sessions one worker serves at once.
 const KEEP: usize = 64;
@@ -50,6 +50,23 @@ pub fn take(capacity: usize) -> BytesMut {
     }
 }
 
+/// Makes room to read into `buf`: a buffer from the cache if it has none, else `chunk` more
+/// bytes when less than `min_spare` is free.
+pub fn make_room(buf: &mut BytesMut, min_spare: usize, chunk: usize) {
+    if buf.capacity() == 0 {
+        *buf = take(chunk);
+    } else if buf.capacity() - buf.len() < min_spare {
+        buf.reserve(chunk);
+    }
+}
+
+/// Gives `buf` (staged output, about to be filled) a buffer from the cache if it has none.
+pub fn ensure(buf: &mut BytesMut) {
+    if buf.capacity() == 0 {
+        *buf = take(SMALL);
+    }
+}
+
 /// Takes `buf` for the cache if it is empty and its memory is its own, leaving an unallocated
 /// buffer in its place; anything else stays where it is.
 pub fn give(buf: &mut BytesMut) {
@@ -82,6 +99,15 @@ pub fn give(buf: &mut BytesMut) {
     });
 }
 
+/// How many buffers this thread's cache holds: (small, large).
+#[cfg(test)]
+fn cached() -> (usize, usize) {
+    CACHE.with(|c| {
+        let c = c.borrow();
+        (c.small.len(), c.large.len())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,32 +129,52 @@ mod tests {
 
     #[test]
     fn busy_shared_or_oversized_buffers_are_not_taken() {
+        // (Each test runs on its own thread: this cache starts empty.)
         let mut busy = take(SMALL);
         busy.extend_from_slice(b"unsent");
         give(&mut busy);
         assert_eq!(&busy[..], b"unsent");
+        assert_eq!(cached(), (0, 0));
 
+        // The rest of a buffer whose start was handed out as a frame still shares its memory.
         let mut shared = take(SMALL);
         shared.extend_from_slice(b"frame");
         let frame = shared.split().freeze();
         give(&mut shared);
-        let next = take(SMALL);
-        assert_ne!(next.as_ptr(), frame.as_ptr());
+        assert_eq!(cached(), (0, 0));
         assert_eq!(&frame[..], b"frame");
 
         let mut huge = BytesMut::with_capacity(MAX_KEPT * 2);
-        let addr = huge.as_ptr();
         give(&mut huge);
-        assert_ne!(take(LARGE).as_ptr(), addr);
+        assert_eq!(huge.capacity(), 0);
+        assert_eq!(cached(), (0, 0));
     }
 
     #[test]
-    fn small_requests_get_small_buffers() {
-        let mut s = take(100);
-        assert!(s.capacity() >= SMALL && s.capacity() < LARGE);
-        s.extend_from_slice(b"x");
-        s.clear();
-        give(&mut s);
-        assert!(take(SMALL).capacity() >= SMALL);
+    fn buffers_go_to_their_class_and_the_cache_is_bounded() {
+        let mut small = take(100);
+        assert!(small.capacity() >= SMALL && small.capacity() < LARGE);
+        small.extend_from_slice(b"x");
+        small.clear();
+        give(&mut small);
+        assert_eq!(cached(), (1, 0));
+        let mut all: Vec<BytesMut> = (0..KEEP + 5).map(|_| take(LARGE)).collect();
+        for b in &mut all {
+            give(b);
+        }
+        assert_eq!(cached(), (1, KEEP));
+    }
+
+    #[test]
+    fn room_is_made_from_the_cache_then_by_growing() {
+        let mut buf = BytesMut::new();
+        make_room(&mut buf, 1024, LARGE);
+        assert!(buf.capacity() >= LARGE);
+        buf.extend_from_slice(&vec![0u8; buf.capacity() - 10]);
+        make_room(&mut buf, 1024, LARGE);
+        assert!(buf.capacity() - buf.len() >= LARGE);
+        let mut out = BytesMut::new();
+        ensure(&mut out);
+        assert!(out.capacity() >= SMALL);
     }
 }

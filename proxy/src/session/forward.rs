@@ -158,11 +158,7 @@ where
             Stop::Local => continue,
             Stop::NeedInput => {}
         }
-        if side.buf.capacity() == 0 {
-            side.buf = buffers::take(CLIENT_CHUNK);
-        } else if side.buf.capacity() - side.buf.len() < 1024 {
-            side.buf.reserve(CLIENT_CHUNK);
-        }
+        buffers::make_room(&mut side.buf, 1024, CLIENT_CHUNK);
         match client.read_buf(&mut side.buf).await {
             Ok(0) | Err(_) => return ClientEnd::Closed,
             Ok(_) => shared.last_active.store(ctx.clock.now(), Ordering::Relaxed),
@@ -291,11 +287,7 @@ where
             );
         }
 
-        if side.buf.capacity() == 0 {
-            side.buf = buffers::take(SERVER_CHUNK);
-        } else if side.buf.capacity() - side.buf.len() < 1024 {
-            side.buf.reserve(SERVER_CHUNK);
-        }
+        buffers::make_room(&mut side.buf, 1024, SERVER_CHUNK);
         let read = tokio::select! {
             biased;
             _ = &mut wake => {

@@ -186,11 +186,7 @@ where
                 if buf.is_empty() {
                     cr.wait_readable().await?;
                 }
-                if buf.capacity() == 0 {
-                    *buf = buffers::take(IDLE_READ_CHUNK);
-                } else {
-                    buf.reserve(IDLE_READ_CHUNK);
-                }
+                buffers::make_room(buf, 128, IDLE_READ_CHUNK);
             }
             cr.read_buf(buf).await
         };

@@ -45,9 +45,7 @@ pub(super) fn stage_client_bytes(
     let mut pos = 0;
     let mut stop = Stop::NeedInput;
     side.out.clear();
-    if side.out.capacity() == 0 {
-        side.out = buffers::take(buffers::SMALL);
-    }
+    buffers::ensure(&mut side.out);
     let mut prep = shared.prep();
     loop {
         let PrepState { plan, .. } = &mut *prep;
@@ -216,9 +214,7 @@ pub(super) fn stage_server_bytes(
 ) -> Result<usize, ServerEnd> {
     let mut pos = 0;
     side.out.clear();
-    if side.out.capacity() == 0 {
-        side.out = buffers::take(buffers::SMALL);
-    }
+    buffers::ensure(&mut side.out);
     let mut prep = shared.prep();
     loop {
         let PrepState {

@@ -11,12 +11,17 @@ pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
+/// The unit of the tick counts in `/proc` (USER_HZ).
+pub fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64).max(1.0)
+}
+
 /// A process's user and system CPU time so far, in seconds (all its threads).
 pub fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
     let f = stat_fields(pid)?;
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
-    // SAFETY: sysconf has no preconditions.
-    let hz = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64).max(1.0);
+    let hz = clock_ticks_per_second();
     Some((ticks(11)? / hz, ticks(12)? / hz))
 }
 

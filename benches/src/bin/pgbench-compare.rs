@@ -5,9 +5,12 @@
 //! drift hits both alike, and reports the median tps of each and the per-pair ratio.
 //!
 //! `--bin PATH` (repeatable) puts several pgpivot binaries in the same rotation, for A/B tests
-//! of a change. Besides tps, each proxied run reports pgpivot's own CPU time per transaction
-//! (user + system, from /proc): far steadier than tps on a noisy machine, and what a change to
-//! the hot path moves first.
+//! of a change; `--pgbouncer` adds PgBouncer and `--relay` the bare TCP relay (`tcp-relay`, the
+//! cost of moving the bytes alone). Besides tps, each proxied run reports the proxy's own CPU
+//! time per transaction (user + system, from /proc): far steadier than tps on a noisy machine,
+//! and what a change to the hot path moves first. With `PGBENCH_COMPARE_DIAG=1` every run,
+//! direct ones included, also splits the machine's busy time per transaction into pgbench, the
+//! proxy and the rest (PostgreSQL).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,7 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use pgpivot_benches::pgbench::parse_summary;
 use pgpivot_benches::procfs::{
-    children_cpu_seconds, context_switches, cpu_seconds, machine_jiffies,
+    children_cpu_seconds, clock_ticks_per_second, context_switches, cpu_seconds, machine_jiffies,
 };
 use pgpivot_benches::targets::{Kind, PoolSettings, Target};
 use pgpivot_tests::{
@@ -182,8 +185,7 @@ fn measured_run(a: &Args, port: u16, pid: Option<u32>) -> anyhow::Result<Sample>
     let (user1, system1) = proxy()?;
     let n = n.max(1.0);
     let per_tx = |seconds: f64| seconds * 1e6 / n;
-    // SAFETY: sysconf has no preconditions.
-    let hz = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64).max(1.0);
+    let hz = clock_ticks_per_second();
     Ok(Sample {
         tps,
         proxy_us: per_tx(user1 + system1 - user0 - system0),
@@ -195,7 +197,7 @@ fn measured_run(a: &Args, port: u16, pid: Option<u32>) -> anyhow::Result<Sample>
     })
 }
 
-/// A proxy under test: a pgpivot binary, or PgBouncer.
+/// A proxy under test: a pgpivot binary, PgBouncer or the relay.
 struct Proxy {
     name: String,
     pid: u32,
@@ -208,7 +210,6 @@ struct Proxy {
 fn start_relay(server_port: u16) -> anyhow::Result<Proxy> {
     let exe = std::env::current_exe()?.with_file_name("tcp-relay");
     let port = free_port();
-    let dir = tempfile::tempdir()?;
     let child = std::process::Command::new(&exe)
         .args([port.to_string(), server_port.to_string()])
         .stdout(std::process::Stdio::null())
@@ -220,17 +221,17 @@ fn start_relay(server_port: u16) -> anyhow::Result<Proxy> {
         port,
         _guard: Box::new(Child {
             process: child,
-            _dir: dir,
+            _dir: None,
         }),
     };
     wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(10))?;
     Ok(relay)
 }
 
-/// A pgpivot process started by this program, and its directory (removed after it stops).
+/// A process started by this program, and its directory if it has one (removed after it stops).
 struct Child {
     process: std::process::Child,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Child {
@@ -294,7 +295,7 @@ fn start_pivot(
         port,
         _guard: Box::new(Child {
             process: child,
-            _dir: dir,
+            _dir: Some(dir),
         }),
     };
     wait_listening(&listen, Duration::from_secs(10))?;

@@ -34,6 +34,9 @@ pub struct NodeInfo {
     pub lag_seconds: Option<f64>,
     /// A standby's WAL receiver status as it reports it (`streaming`, ...).
     pub replication_state: Option<String>,
+    /// A standby's `sync_state` in the routed primary's `pg_stat_replication` (`sync`,
+    /// `async`, `potential`, `quorum`), found by the name its WAL receiver gives.
+    pub replication_sync_state: Option<String>,
     pub last_probe: Option<SystemTime>,
     pub last_latency: Option<Duration>,
     pub consecutive_failures: u32,

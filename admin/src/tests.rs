@@ -31,6 +31,7 @@ impl Control for Fake {
             routed_primary: false,
             lag_bytes: Some(1234),
             replication_state: Some("streaming".into()),
+            replication_sync_state: Some("sync".into()),
             ..primary.clone()
         };
         let hung = NodeInfo {
@@ -188,6 +189,7 @@ fn pool_nodes_has_pgpools_columns_in_order_and_reads_by_position() {
     assert_eq!(row(2)[6], "standby");
     assert_eq!(row(2)[10], "1234");
     assert_eq!(row(2)[11], "streaming");
+    assert_eq!(row(2)[12], "sync");
     assert_eq!(row(3)[3], "down");
     assert_eq!(row(3)[4], "down");
     assert_eq!(m[4], (b'C', vec![Some("SELECT 3".into())]));

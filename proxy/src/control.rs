@@ -15,15 +15,27 @@ use crate::topology::{Health, Operator, Role};
 /// How long PAUSE waits for running transactions before it reports the stragglers.
 const PAUSE_WAIT: Duration = Duration::from_secs(30);
 
+/// A standby's `sync_state` among the primary's WAL senders, by the name its WAL receiver
+/// gives; none when no sender or several share that name (which one is it? not guessed).
+fn sync_state(senders: &[(String, String)], name: Option<&str>) -> Option<String> {
+    let name = name?;
+    let mut found = senders.iter().filter(|(n, _)| n == name);
+    match (found.next(), found.next()) {
+        (Some((_, state)), None) => Some(state.clone()),
+        _ => None,
+    }
+}
+
 impl Control for Ctx {
     fn nodes(&self) -> Vec<NodeInfo> {
         let table = self.topology.current();
         let nodes = self.topology.nodes();
-        let primary_lsn = table
+        let primary = table
             .primary
             .as_ref()
-            .and_then(|p| nodes.iter().find(|n| n.id == p.node_id))
-            .and_then(|n| n.lsn);
+            .and_then(|p| nodes.iter().find(|n| n.id == p.node_id));
+        let primary_lsn = primary.and_then(|n| n.lsn);
+        let senders = primary.map_or(&[][..], |n| &n.senders[..]);
         nodes
             .iter()
             .map(|n| {
@@ -59,6 +71,10 @@ impl Control for Ctx {
                     },
                     replication_state: match n.in_recovery {
                         Some(true) => n.receiver.clone(),
+                        _ => None,
+                    },
+                    replication_sync_state: match (routed, n.in_recovery) {
+                        (false, Some(true)) => sync_state(senders, n.wal_name.as_deref()),
                         _ => None,
                     },
                     last_probe: n.last_probe,
@@ -248,5 +264,24 @@ impl Control for Ctx {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sync_state;
+
+    #[test]
+    fn a_standby_is_found_among_the_senders_by_its_unique_name() {
+        let senders = vec![
+            ("node1".to_string(), "sync".to_string()),
+            ("walreceiver".to_string(), "async".to_string()),
+            ("walreceiver".to_string(), "potential".to_string()),
+        ];
+        assert_eq!(sync_state(&senders, Some("node1")).as_deref(), Some("sync"));
+        // Two senders by that name: which is this standby is not guessed.
+        assert_eq!(sync_state(&senders, Some("walreceiver")), None);
+        assert_eq!(sync_state(&senders, Some("node9")), None);
+        assert_eq!(sync_state(&senders, None), None);
     }
 }

@@ -1,6 +1,6 @@
 //! The admin console against real PostgreSQL: SCRAM login as the admin user only, every SHOW
-//! command, errors that list the commands, KILL CLIENT, DETACH/ATTACH NODE, SET PRIMARY, and a
-//! planned switchover (PAUSE, promote the standby, RESUME) with zero client errors under pgbench.
+//! command, errors that list the commands, KILL CLIENT, DETACH/ATTACH NODE, SET PRIMARY, the
+//! standby's sync state in SHOW pool_nodes, and a planned switchover (PAUSE, promote the standby, RESUME) with zero client errors under pgbench.
 
 use std::time::Duration;
 
@@ -192,6 +192,41 @@ async fn kill_client_detach_attach_and_set_primary() {
     console(&p, "SET PRIMARY AUTO").await;
     let client = p.client().await.unwrap();
     client.simple_query("SELECT 1").await.unwrap();
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_nodes_tells_a_sync_standby_from_an_async_one() {
+    let c = cluster_with_standby();
+    let p = start_pivot(&c, admin_opts("session")).await;
+    // replication_state, replication_sync_state: the standby's row only.
+    let wait_for = |want: &'static str| {
+        let p = &p;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let nodes = pool_nodes(p).await;
+                if nodes[1][11] == "streaming" && nodes[1][12] == want {
+                    return nodes;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no {want} standby: {nodes:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let nodes = wait_for("async").await;
+    assert_eq!(
+        (&nodes[0][11][..], &nodes[0][12][..]),
+        ("", ""),
+        "{nodes:?}"
+    );
+    c.set_synchronous(0, true).unwrap();
+    wait_for("sync").await;
+    c.set_synchronous(0, false).unwrap();
+    wait_for("async").await;
     p.stop().await;
 }
 

@@ -70,11 +70,14 @@ fn row(n: &NodeInfo, total_weight: f64) -> Row {
     } else {
         n.lag_bytes.unwrap_or(0)
     };
-    // What the standby's WAL receiver says. The sync state is the primary's view
-    // (pg_stat_replication), which Pgpool reads by `backend_application_name`; the Bitnami
-    // variables give pgpivot no such name, so it is left empty rather than guessed.
+    // What the standby's WAL receiver says, and the primary's view of it (pg_stat_replication,
+    // matched by the name the receiver gives: Pgpool matches by `backend_application_name`,
+    // which the Bitnami variables do not carry).
     let (repl_state, sync_state) = match (n.routed_primary, n.probed_role, n.reachable) {
-        (false, "standby", Some(true)) => (n.replication_state.as_deref().unwrap_or(""), ""),
+        (false, "standby", Some(true)) => (
+            n.replication_state.as_deref().unwrap_or(""),
+            n.replication_sync_state.as_deref().unwrap_or(""),
+        ),
         _ => ("", ""),
     };
     vec![

@@ -128,6 +128,8 @@ impl Decider {
                 lsn,
                 receiver,
                 replay_lag,
+                wal_name,
+                senders,
                 latency,
             } => {
                 n.consecutive_failures = 0;
@@ -137,6 +139,8 @@ impl Decider {
                 n.lsn = lsn;
                 n.receiver = receiver;
                 n.replay_lag = replay_lag;
+                n.wal_name = wal_name;
+                n.senders = senders;
                 n.last_latency = Some(latency);
                 n.last_error = None;
                 if n.health != Health::Down || !primary_known || n.successes_in_row >= RISE {
@@ -372,6 +376,8 @@ mod tests {
             lsn: Some(0),
             receiver: None,
             replay_lag: None,
+            wal_name: None,
+            senders: Vec::new(),
             latency: Duration::from_millis(1),
         }
     }

@@ -56,6 +56,11 @@ pub enum ProbeOutcome {
         receiver: Option<String>,
         /// A standby's replay delay in seconds.
         replay_lag: Option<f64>,
+        /// A standby: the `application_name` its WAL receiver gives the upstream.
+        wal_name: Option<String>,
+        /// A primary: its WAL senders' `application_name` and `sync_state`
+        /// (`pg_stat_replication`), how `SHOW pool_nodes` tells a sync standby from an async one.
+        senders: Vec<(String, String)>,
         latency: Duration,
     },
     /// Connection refused or reset: the postmaster is gone. Down at once.
@@ -83,6 +88,9 @@ pub struct NodeView {
     /// A standby's WAL receiver status and replay delay, as of the last good probe.
     pub receiver: Option<String>,
     pub replay_lag: Option<f64>,
+    /// A standby's WAL receiver name and a primary's WAL senders, as of the last good probe.
+    pub wal_name: Option<String>,
+    pub senders: Vec<(String, String)>,
     pub last_probe: Option<SystemTime>,
     pub last_latency: Option<Duration>,
     pub consecutive_failures: u32,
@@ -111,6 +119,8 @@ impl NodeView {
             lsn: None,
             receiver: None,
             replay_lag: None,
+            wal_name: None,
+            senders: Vec::new(),
             last_probe: None,
             last_latency: None,
             consecutive_failures: 0,

@@ -17,6 +17,9 @@ use crate::config::CheckSettings;
 /// A standby also reports its WAL receiver's status (`streaming`, ...) and how far its replay is
 /// behind in time: 0 when it has replayed all it received, else the age of the last replayed
 /// transaction (the usual measure; an idle primary sends nothing to be behind on).
+/// Last, for `SHOW pool_nodes`' `replication_sync_state`: a standby's WAL receiver name (its
+/// `application_name`, else the fallback libpq got: `cluster_name` or `walreceiver`), and a
+/// primary's WAL senders as `name TAB sync_state` lines.
 const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() \
           THEN (SELECT received_tli FROM pg_stat_wal_receiver)::int8 \
@@ -25,7 +28,13 @@ const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() THEN (SELECT status FROM pg_stat_wal_receiver) END, \
      CASE WHEN pg_is_in_recovery() THEN \
           CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
-               ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END END";
+               ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END END, \
+     CASE WHEN pg_is_in_recovery() THEN \
+          (SELECT coalesce(substring(conninfo FROM '(?:^| )application_name=([^ ]+)'), \
+                           substring(conninfo FROM 'fallback_application_name=([^ ]+)'), \
+                           'walreceiver') FROM pg_stat_wal_receiver) \
+          ELSE (SELECT string_agg(application_name || E'\\t' || sync_state, E'\\n') \
+                FROM pg_stat_replication) END";
 
 pub async fn probe(host: &str, port: u16, check: &CheckSettings) -> ProbeOutcome {
     let started = Instant::now();
@@ -38,6 +47,8 @@ pub async fn probe(host: &str, port: u16, check: &CheckSettings) -> ProbeOutcome
             lsn: answer.lsn,
             receiver: answer.receiver,
             replay_lag: answer.replay_lag,
+            wal_name: answer.wal_name,
+            senders: answer.senders,
             latency: started.elapsed(),
         },
     }
@@ -50,6 +61,8 @@ struct Answer {
     lsn: Option<u64>,
     receiver: Option<String>,
     replay_lag: Option<f64>,
+    wal_name: Option<String>,
+    senders: Vec<(String, String)>,
 }
 
 async fn run(host: &str, port: u16, check: &CheckSettings) -> Result<Answer, ProbeOutcome> {
@@ -89,10 +102,24 @@ async fn run(host: &str, port: u16, check: &CheckSettings) -> Result<Answer, Pro
                 lsn: row.get(2).and_then(parse_lsn),
                 receiver: row.get(3).map(str::to_string),
                 replay_lag: row.get(4).and_then(|s| s.parse::<f64>().ok()),
+                wal_name: row.get(5).filter(|_| in_recovery).map(str::to_string),
+                senders: if in_recovery {
+                    Vec::new()
+                } else {
+                    parse_senders(row.get(5).unwrap_or(""))
+                },
             });
         }
     }
     Err(ProbeOutcome::Failed("probe query returned no row".into()))
+}
+
+/// `name TAB sync_state` lines (names may hold spaces, not tabs or newlines).
+fn parse_senders(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.rsplit_once('\t'))
+        .map(|(name, state)| (name.to_string(), state.to_string()))
+        .collect()
 }
 
 /// Sorts errors into "gone" (down now), "unusable" (down now) and ambiguous I/O.
@@ -119,5 +146,23 @@ fn classify(e: tokio_postgres::Error) -> ProbeOutcome {
         _ if text.contains("timed out") => ProbeOutcome::Timeout,
         _ if text.contains("closed") => ProbeOutcome::Refused(text),
         _ => ProbeOutcome::Failed(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_senders;
+
+    #[test]
+    fn wal_senders_are_read_line_by_line_and_names_may_hold_spaces() {
+        assert_eq!(
+            parse_senders("node1\tsync\nmy standby\tasync"),
+            [
+                ("node1".to_string(), "sync".to_string()),
+                ("my standby".to_string(), "async".to_string())
+            ]
+        );
+        assert!(parse_senders("").is_empty());
+        assert!(parse_senders("no state here").is_empty());
     }
 }

@@ -119,6 +119,8 @@ pub struct ClientInfo {
     pub server_pid: Option<i32>,
     pub node_id: Option<usize>,
     pub pinned: Option<&'static str>,
+    /// Seconds since the client last sent anything, while it holds no server connection.
+    pub idle_seconds: u64,
 }
 
 /// One server connection.

@@ -53,6 +53,7 @@ impl Control for Fake {
             user: "app".into(),
             database: "db".into(),
             state: "idle",
+            idle_seconds: 42,
             ..Default::default()
         }]
     }
@@ -194,6 +195,21 @@ fn pool_nodes_has_pgpools_columns_in_order_and_reads_by_position() {
     assert_eq!(row(3)[4], "down");
     assert_eq!(m[4], (b'C', vec![Some("SELECT 3".into())]));
     assert_eq!(m[5], (b'Z', vec![Some("I".into())]));
+}
+
+#[test]
+fn pool_pools_shows_how_long_a_client_has_been_idle() {
+    let mut r = Responder::new(Surface::DataPort);
+    let mut out = BytesMut::new();
+    run(&mut r, b'Q', &q("SHOW pool_pools"), &mut out);
+    let m = messages(out);
+    let cols: Vec<String> = m[0].1.iter().map(|c| c.clone().unwrap()).collect();
+    let at = cols
+        .iter()
+        .position(|c| c == "client_idle_duration")
+        .unwrap();
+    assert_eq!(m[1].1[at].as_deref(), Some("42"));
+    assert_eq!(m[1].1[0].as_deref(), Some("7"));
 }
 
 #[test]

@@ -47,6 +47,8 @@ pub struct ClientRow {
     pub meta: ClientMeta,
     pub server_pid: Option<i32>,
     pub node: Option<usize>,
+    /// When the client last sent something, on pgpivot's seconds clock (`Ctx::clock`).
+    pub last_active: Option<u64>,
 }
 
 /// Every client's cancel key and identity; also how `KILL CLIENT` reaches a session.
@@ -133,6 +135,10 @@ impl CancelRegistry {
                     meta: e.meta.clone(),
                     server_pid: backend.as_ref().map(|b| b.pid),
                     node: backend.as_ref().map(|b| b.node),
+                    last_active: e
+                        .session
+                        .as_ref()
+                        .map(|s| s.last_active.load(std::sync::atomic::Ordering::Relaxed)),
                 }
             })
             .collect()

@@ -127,11 +127,16 @@ impl Control for Ctx {
     }
 
     fn clients(&self) -> Vec<ClientInfo> {
+        let now = self.clock.now();
         let mut clients: Vec<ClientInfo> = self
             .cancels
             .clients()
             .into_iter()
             .map(|c| ClientInfo {
+                idle_seconds: match (c.server_pid, c.last_active) {
+                    (None, Some(t)) => now.saturating_sub(t),
+                    _ => 0,
+                },
                 id: c.id,
                 user: c.meta.user,
                 database: c.meta.database,

@@ -1,6 +1,6 @@
 //! Pgpool's `SHOW pool_*` commands on the data port, answered by pgpivot from cached state:
 //! psql over TCP and the unix socket (Bitnami's liveness script), simple and extended protocol,
-//! inside transactions in both pool modes, and fast while a backend hangs.
+//! inside transactions in both pool modes, fast while a backend hangs, and clients' idle time.
 
 use std::time::{Duration, Instant};
 
@@ -205,5 +205,42 @@ async fn pool_nodes_answers_fast_while_a_backend_hangs() {
     c.sigcont(0).unwrap();
     c.sigcont(1).unwrap();
     wait_for_status(&p, 1, "up", Duration::from_secs(20)).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_pools_counts_a_clients_idle_seconds_from_its_last_request() {
+    let c = Cluster::start(ClusterOptions::default()).expect("cluster");
+    let p = start_pivot(
+        &c,
+        PivotOptions {
+            env: vec![("PGPIVOT_POOL_MODE".into(), "transaction".into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let sleeper = p.client().await.unwrap();
+    sleeper.simple_query("SELECT 1").await.unwrap();
+    let watcher = p.client().await.unwrap();
+    // client_idle_duration of every client, in seconds.
+    let idle = || async {
+        let rows = watcher.query("SHOW pool_pools", &[]).await.unwrap();
+        let mut v: Vec<u64> = rows
+            .iter()
+            .map(|r| r.get::<_, &str>("client_idle_duration").parse().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = idle().await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(
+        before[1] >= 1,
+        "the sleeper has been idle 2.5 s: {before:?}"
+    );
+    sleeper.simple_query("SELECT 1").await.unwrap();
+    let after = idle().await;
+    assert!(after.iter().all(|&s| s <= 1), "both just spoke: {after:?}");
     p.stop().await;
 }

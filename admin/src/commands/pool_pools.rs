@@ -45,7 +45,7 @@ pub fn run(ctl: &dyn Control) -> Output {
                 v(timestamp_or_empty(c.connected_at)),
                 v(timestamp_or_empty(c.connected_at)),
                 v(""),
-                v(0),
+                v(c.idle_seconds),
                 v(3),
                 v(0),
                 v(1),

@@ -119,7 +119,7 @@ pub struct ClientInfo {
     pub server_pid: Option<i32>,
     pub node_id: Option<usize>,
     pub pinned: Option<&'static str>,
-    /// Seconds since the client last sent anything, while it holds no server connection.
+    /// Seconds since the client last sent anything, unless it is waiting for an answer (0).
     pub idle_seconds: u64,
 }
 

@@ -47,8 +47,9 @@ pub struct ClientRow {
     pub meta: ClientMeta,
     pub server_pid: Option<i32>,
     pub node: Option<usize>,
-    /// When the client last sent something, on pgpivot's seconds clock (`Ctx::clock`).
-    pub last_active: Option<u64>,
+    /// When the client last sent something, on pgpivot's seconds clock (`Ctx::clock`), if it
+    /// is not waiting for an answer now.
+    pub idle_since: Option<u64>,
 }
 
 /// Every client's cancel key and identity; also how `KILL CLIENT` reaches a session.
@@ -135,9 +136,10 @@ impl CancelRegistry {
                     meta: e.meta.clone(),
                     server_pid: backend.as_ref().map(|b| b.pid),
                     node: backend.as_ref().map(|b| b.node),
-                    last_active: e
+                    idle_since: e
                         .session
                         .as_ref()
+                        .filter(|s| s.pending() == 0)
                         .map(|s| s.last_active.load(std::sync::atomic::Ordering::Relaxed)),
                 }
             })

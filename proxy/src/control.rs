@@ -133,10 +133,7 @@ impl Control for Ctx {
             .clients()
             .into_iter()
             .map(|c| ClientInfo {
-                idle_seconds: match (c.server_pid, c.last_active) {
-                    (None, Some(t)) => now.saturating_sub(t),
-                    _ => 0,
-                },
+                idle_seconds: c.idle_since.map_or(0, |t| now.saturating_sub(t)),
                 id: c.id,
                 user: c.meta.user,
                 database: c.meta.database,

@@ -211,10 +211,17 @@ async fn pool_nodes_answers_fast_while_a_backend_hangs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_pools_counts_a_clients_idle_seconds_from_its_last_request() {
     let c = Cluster::start(ClusterOptions::default()).expect("cluster");
+    for mode in ["transaction", "session"] {
+        idle_seconds_in(&c, mode).await;
+    }
+}
+
+/// In session mode the sleeper keeps its server connection: idle all the same.
+async fn idle_seconds_in(c: &Cluster, mode: &str) {
     let p = start_pivot(
-        &c,
+        c,
         PivotOptions {
-            env: vec![("PGPIVOT_POOL_MODE".into(), "transaction".into())],
+            env: vec![("PGPIVOT_POOL_MODE".into(), mode.into())],
             ..Default::default()
         },
     )
@@ -241,6 +248,9 @@ async fn pool_pools_counts_a_clients_idle_seconds_from_its_last_request() {
     );
     sleeper.simple_query("SELECT 1").await.unwrap();
     let after = idle().await;
-    assert!(after.iter().all(|&s| s <= 1), "both just spoke: {after:?}");
+    assert!(
+        after.iter().all(|&s| s <= 1),
+        "{mode}: both just spoke: {after:?}"
+    );
     p.stop().await;
 }

@@ -47,9 +47,8 @@ pub struct ClientRow {
     pub meta: ClientMeta,
     pub server_pid: Option<i32>,
     pub node: Option<usize>,
-    /// When the client last sent something, on pgpivot's seconds clock (`Ctx::clock`), if it
-    /// is not waiting for an answer now.
-    pub idle_since: Option<u64>,
+    /// Seconds since the client last sent something, if it is not waiting for an answer now.
+    pub idle_seconds: Option<u64>,
 }
 
 /// Every client's cancel key and identity; also how `KILL CLIENT` reaches a session.
@@ -126,7 +125,7 @@ impl CancelRegistry {
     }
 
     /// Every client now connected.
-    pub fn clients(&self) -> Vec<ClientRow> {
+    pub fn clients(&self, now: u64) -> Vec<ClientRow> {
         self.entries
             .iter()
             .map(|e| {
@@ -136,11 +135,11 @@ impl CancelRegistry {
                     meta: e.meta.clone(),
                     server_pid: backend.as_ref().map(|b| b.pid),
                     node: backend.as_ref().map(|b| b.node),
-                    idle_since: e
+                    idle_seconds: e
                         .session
                         .as_ref()
                         .filter(|s| s.pending() == 0)
-                        .map(|s| s.last_active.load(std::sync::atomic::Ordering::Relaxed)),
+                        .map(|s| s.silent_for(now)),
                 }
             })
             .collect()
@@ -225,8 +224,8 @@ mod tests {
         );
         session.set_backend(Some(Arc::new(key)));
         assert_eq!(r.lookup(h.pid, &h.secret).unwrap().pid, 42);
-        assert_eq!(r.clients()[0].node, Some(1));
-        assert_eq!(r.clients()[0].server_pid, Some(42));
+        assert_eq!(r.clients(0)[0].node, Some(1));
+        assert_eq!(r.clients(0)[0].server_pid, Some(42));
         let mut wrong = h.secret;
         wrong[0] ^= 1;
         assert!(r.lookup(h.pid, &wrong).is_none());

@@ -127,13 +127,12 @@ impl Control for Ctx {
     }
 
     fn clients(&self) -> Vec<ClientInfo> {
-        let now = self.clock.now();
         let mut clients: Vec<ClientInfo> = self
             .cancels
-            .clients()
+            .clients(self.clock.now())
             .into_iter()
             .map(|c| ClientInfo {
-                idle_seconds: c.idle_since.map_or(0, |t| now.saturating_sub(t)),
+                idle_seconds: c.idle_seconds.unwrap_or(0),
                 id: c.id,
                 user: c.meta.user,
                 database: c.meta.database,
@@ -173,7 +172,7 @@ impl Control for Ctx {
                 });
             }
         }
-        for c in self.cancels.clients() {
+        for c in self.cancels.clients(self.clock.now()) {
             if let (Some(pid), Some(node)) = (c.server_pid, c.node) {
                 servers.push(ServerInfo {
                     pid,

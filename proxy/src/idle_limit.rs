@@ -39,7 +39,7 @@ pub fn spawn(ctx: Arc<Ctx>, stop: CancellationToken) {
                 continue;
             };
             for shared in ctx.cancels.sessions() {
-                let idle_for = now.saturating_sub(shared.last_active.load(Ordering::Relaxed));
+                let idle_for = shared.silent_for(now);
                 // Strictly past: the clock has one-second steps, so a client is cut after
                 // between `limit` and `limit + 1` seconds of silence, never before.
                 if idle_for > limit.as_secs() && shared.quiescent() {

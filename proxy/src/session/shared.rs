@@ -94,6 +94,11 @@ impl Shared {
         self.pending.load(Ordering::Relaxed)
     }
 
+    /// Seconds since the client last sent something, `now` on the same clock.
+    pub fn silent_for(&self, now: u64) -> u64 {
+        now.saturating_sub(self.last_active.load(Ordering::Relaxed))
+    }
+
     pub fn pinned(&self) -> Option<&'static str> {
         *self.pinned.lock().unwrap_or_else(|e| e.into_inner())
     }

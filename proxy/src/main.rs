@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use pgpivot::config::Config;
 use pgpivot::server::Running;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// PostgreSQL proxy that always points at the live primary (a Pgpool-II replacement).
 ///
@@ -169,6 +169,18 @@ fn raise_nofile_limit() {
     }
 }
 
+/// During a drain the operator may still hurry it: SIGINT ends the remaining sessions now,
+/// SIGQUIT exits at once (the default handlers are gone once tokio listens for them).
+async fn escalation(int: &mut Signal, quit: &mut Signal) {
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT during the drain: fast shutdown"),
+        _ = quit.recv() => {
+            tracing::warn!("SIGQUIT: immediate exit");
+            std::process::exit(3);
+        }
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     raise_nofile_limit();
     let drain_timeout = config.shutdown_timeout;
@@ -181,11 +193,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => {
                 tracing::info!("SIGTERM: graceful drain");
-                running.drain(drain_timeout).await;
+                running.drain(drain_timeout, escalation(&mut int, &mut quit)).await;
                 return Ok(());
             }
             _ = running.shutdown_requested() => {
-                running.drain(drain_timeout).await;
+                running.drain(drain_timeout, escalation(&mut int, &mut quit)).await;
                 return Ok(());
             }
             _ = int.recv() => {

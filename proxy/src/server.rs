@@ -188,8 +188,8 @@ impl Running {
     }
 
     /// SIGTERM: stop accepting, let transactions finish and end idle sessions; after `timeout`,
-    /// end the rest.
-    pub async fn drain(self, timeout: Duration) {
+    /// or as soon as `hurry` resolves (an operator's SIGINT during the drain), end the rest.
+    pub async fn drain(self, timeout: Duration, hurry: impl std::future::Future<Output = ()>) {
         tracing::info!(
             sessions = self.sessions.len(),
             timeout_ms = timeout.as_millis() as u64,
@@ -197,14 +197,17 @@ impl Running {
         );
         self.ctx.shutdown.drain.cancel();
         self.sessions.close();
-        if tokio::time::timeout(timeout, self.sessions.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                sessions = self.sessions.len(),
-                "drain timed out; ending the remaining sessions"
-            );
+        tokio::select! {
+            _ = self.sessions.wait() => {}
+            _ = tokio::time::sleep(timeout) => {
+                tracing::warn!(
+                    sessions = self.sessions.len(),
+                    "drain timed out; ending the remaining sessions"
+                );
+            }
+            _ = hurry => {
+                tracing::info!(sessions = self.sessions.len(), "drain cut short; ending the remaining sessions");
+            }
         }
         self.finish().await;
     }

@@ -100,14 +100,16 @@ fn check_prints_masked_settings_and_names_bad_variables() {
 }
 
 /// Starts the binary in front of `cluster`; returns (child, listen address, log path).
+/// Starts the binary with a drain bound of `drain_ms`.
 fn start_binary(
     cluster: &Cluster,
     dir: &std::path::Path,
+    drain_ms: u64,
 ) -> (std::process::Child, String, std::path::PathBuf) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut env = pivot_env(cluster, &PivotOptions::default(), &listen, dir);
-    env.insert("PGPIVOT_SHUTDOWN_TIMEOUT_MS".into(), "4000".into());
+    env.insert("PGPIVOT_SHUTDOWN_TIMEOUT_MS".into(), drain_ms.to_string());
     let log = dir.join("pgpivot.log");
     let child = spawn_binary(&env, &[], &log).expect("spawn pgpivot");
     wait_listening(&listen, Duration::from_secs(10)).expect("pgpivot listening");
@@ -143,7 +145,7 @@ fn wait_exit(
 async fn sigterm_drains_lets_transactions_finish_and_ends_idle_sessions() {
     let cluster = Cluster::start(ClusterOptions::default()).expect("cluster");
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, listen, log) = start_binary(&cluster, dir.path());
+    let (mut child, listen, log) = start_binary(&cluster, dir.path(), 4000);
     let conn = conn_string(&listen);
     let idle = connect(&conn).await.expect("idle client");
     idle.simple_query("SELECT 1").await.unwrap();
@@ -154,12 +156,15 @@ async fn sigterm_drains_lets_transactions_finish_and_ends_idle_sessions() {
         .unwrap();
 
     signal(&child, libc::SIGTERM);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // New connections are refused while draining.
-    assert!(
-        connect(&conn).await.is_err(),
-        "accepted a new client while draining"
-    );
+    // New connections are refused once the signal is handled.
+    let refused_by = std::time::Instant::now() + Duration::from_secs(5);
+    while connect(&conn).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < refused_by,
+            "still accepting new clients 5 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The open transaction can still commit.
     busy.simple_query("COMMIT")
         .await
@@ -183,7 +188,9 @@ async fn sigterm_drains_lets_transactions_finish_and_ends_idle_sessions() {
 async fn sigint_ends_sessions_at_once() {
     let cluster = Cluster::start(ClusterOptions::default()).expect("cluster");
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, listen, _log) = start_binary(&cluster, dir.path());
+    // A drain bound far above the test's own: a SIGINT that drained like SIGTERM would wait
+    // for the open transaction and fail the 5 s bound below.
+    let (mut child, listen, _log) = start_binary(&cluster, dir.path(), 120_000);
     let (client, connection) =
         tokio_postgres::connect(&conn_string(&listen), tokio_postgres::NoTls)
             .await
@@ -194,6 +201,49 @@ async fn sigint_ends_sessions_at_once() {
     let ended = tokio::time::timeout(Duration::from_secs(5), driver)
         .await
         .expect("session ended promptly")
+        .unwrap();
+    let err = ended.expect_err("FATAL expected");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN),
+        "{err}"
+    );
+    let status = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(status.is_some(), "pgpivot still running after SIGINT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_a_drain_ends_it_at_once() {
+    let cluster = Cluster::start(ClusterOptions::default()).expect("cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, listen, log) = start_binary(&cluster, dir.path(), 120_000);
+    let (client, connection) =
+        tokio_postgres::connect(&conn_string(&listen), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    let driver = tokio::spawn(connection);
+    client.simple_query("BEGIN").await.unwrap();
+    signal(&child, libc::SIGTERM);
+    // The drain waits for the open transaction (bound: 120 s) ...
+    let draining_by = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("draining")
+    {
+        assert!(std::time::Instant::now() < draining_by, "no drain started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client
+        .simple_query("SELECT 1")
+        .await
+        .expect("the transaction goes on during the drain");
+    // ... until the operator hurries it.
+    signal(&child, libc::SIGINT);
+    let ended = tokio::time::timeout(Duration::from_secs(5), driver)
+        .await
+        .expect("session ended promptly after SIGINT")
         .unwrap();
     let err = ended.expect_err("FATAL expected");
     assert_eq!(

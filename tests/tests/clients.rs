@@ -340,13 +340,19 @@ async fn cancel_requests() {
             .expect("cancel request");
         let _ = wire::read_message(&mut t).await; // pgpivot closes without answering
     };
-    s.write_all(&wire::query("SELECT pg_sleep(1.5), 'done'"))
+    s.write_all(&wire::query("SELECT pg_sleep(4), 'done'"))
         .await
         .unwrap();
-    wait_active(&c, "SELECT pg_sleep(1.5)", 1).await;
+    wait_active(&c, "SELECT pg_sleep(4)", 1).await;
     let wrong: Vec<u8> = secret.iter().map(|b| b ^ 0x5a).collect();
     cancel(pid, wrong).await;
     cancel(pid.wrapping_add(1), secret.clone()).await;
+    // The wrong keys were tried while the query ran (else this proves nothing).
+    assert_eq!(
+        pgpivot_tests::e2e::active_queries(&c, "SELECT pg_sleep(4)"),
+        1,
+        "the query ended before the wrong cancels were tried"
+    );
     let answer = wire::read_until_ready(&mut s, Duration::from_secs(10))
         .await
         .expect("answer");

@@ -207,7 +207,7 @@ async fn livez_ignores_backends_readyz_follows_the_primary_and_draining() {
     let client = pivot.client().await.expect("client");
     client.batch_execute("BEGIN").await.expect("begin");
     let running = pivot.running.take().expect("running");
-    let drain = tokio::spawn(running.drain(Duration::from_secs(10)));
+    let drain = tokio::spawn(running.drain(Duration::from_secs(10), std::future::pending()));
     let body = wait_status(&pivot, "/readyz", 503).await;
     assert_eq!(body, "not ready: shutting down\n");
     assert_eq!(pivot.http_get("/livez").await.unwrap().0, 200);

@@ -198,30 +198,31 @@ async fn pool_exhaustion_waits_then_times_out_and_bad_state_connections_are_clos
         .expect("usable after the timeout");
 
     // A client that leaves mid-transaction: its server connection is closed, not reused.
-    let before = server_pids(&cluster);
     let leaver = pivot.client().await.unwrap();
-    leaver.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    leaver.batch_execute("BEGIN").await.unwrap();
+    let left: i32 = leaver
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     drop(leaver);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The pool holds one connection: the next client gets a server only once pgpivot has
+    // dealt with the abandoned one, and it must be a new one.
     let c = pivot.client().await.unwrap();
     let pid: i32 = c
         .query_one("SELECT pg_backend_pid()", &[])
         .await
         .unwrap()
         .get(0);
-    let in_tx = cluster
-        .psql(
-            0,
-            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
-        )
-        .unwrap();
-    assert_eq!(
-        in_tx.trim(),
-        "0",
-        "a connection left in a transaction was kept"
-    );
-    assert!(!before.is_empty());
-    assert!(pid > 0);
+    assert_ne!(pid, left, "a connection left in a transaction was reused");
+    let gone_by = Instant::now() + Duration::from_secs(10);
+    while server_pids(&cluster).contains(&left) {
+        assert!(
+            Instant::now() < gone_by,
+            "the abandoned server connection {left} is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     pivot.stop().await;
 }
 
@@ -315,8 +316,20 @@ async fn clients_past_max_client_conn_get_53300() {
     // The ones inside keep working, and a slot frees up when one leaves.
     a.simple_query("SELECT 1").await.unwrap();
     drop(b);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let c = pivot.client().await.expect("a slot is free again");
+    // The slot frees once pgpivot sees b's socket close: retry until then (bounded).
+    let free_by = Instant::now() + Duration::from_secs(10);
+    let c = loop {
+        match pivot.client().await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    Instant::now() < free_by,
+                    "no slot freed after b left: {e:#}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
     c.simple_query("SELECT 1").await.unwrap();
     pivot.stop().await;
 }
@@ -386,5 +399,68 @@ async fn clients_with_equal_startup_parameters_still_never_share_a_setting() {
         let rc = c.query_one(q, &[]).await.unwrap();
         assert_eq!(rc.get::<_, String>(1), default_tz);
     }
+    pivot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_refusing_logins_gives_its_own_error_after_the_wait() {
+    let cluster = primary_only();
+    cluster
+        .psql(0, "ALTER ROLE app CONNECTION LIMIT 1")
+        .expect("connection limit");
+    // The one connection the role may have, taken directly.
+    let holder = connect(&cluster.app_conn_string(0))
+        .await
+        .expect("direct connection");
+    holder.simple_query("SELECT 1").await.unwrap();
+    let pivot = Pivot::start(
+        &cluster,
+        PivotOptions {
+            primary_wait_timeout_ms: 1500,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("pgpivot");
+    // 53300 is worth retrying (a slot may free up) but only until the primary wait ends;
+    // then the client gets the server's own refusal, not a loop.
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(15), pivot.client())
+        .await
+        .expect("login answered")
+        .expect_err("the role is at its connection limit");
+    let waited = started.elapsed();
+    let db = err
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(|e| e.as_db_error())
+        .unwrap_or_else(|| panic!("not a server error: {err:#}"));
+    assert_eq!(
+        db.code(),
+        &tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS
+    );
+    assert!(
+        db.message().contains("too many connections for role"),
+        "{db:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "gave up early: {waited:?}"
+    );
+    // And once the slot frees, logins work again.
+    drop(holder);
+    let by = Instant::now() + Duration::from_secs(10);
+    let c = loop {
+        match pivot.client().await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    Instant::now() < by,
+                    "still refused after the slot freed: {e:#}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    c.simple_query("SELECT 1").await.unwrap();
     pivot.stop().await;
 }

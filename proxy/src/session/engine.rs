@@ -96,7 +96,10 @@ pub async fn checkout(
             Err(CheckoutError::Timeout(ms, size)) => {
                 return Err(SessionError::PoolTimeout(ms, size));
             }
-            Err(CheckoutError::Connect(e)) if !e.is_retryable() => {
+            // Past the deadline a retryable refusal ends the wait too: a primary that stays
+            // published but keeps refusing (53300) would otherwise be retried without pause,
+            // since `wait_for_primary` returns at once while a primary is known.
+            Err(CheckoutError::Connect(e)) if !e.is_retryable() || Instant::now() >= deadline => {
                 return Err(match e {
                     crate::backend::connect::ConnectError::Refused(f) => {
                         SessionError::ServerRefused(f)
@@ -108,7 +111,7 @@ pub async fn checkout(
                 tracing::debug!(node = route.node_id, error = %e, "primary not usable yet");
                 last_error = Some(e.to_string());
                 if Instant::now() >= deadline {
-                    continue;
+                    return Err(SessionError::NoPrimary(e.to_string()));
                 }
                 let gen = table.generation;
                 let _ = tokio::time::timeout(Duration::from_millis(100), async {

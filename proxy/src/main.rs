@@ -46,7 +46,6 @@ enum ProbeKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -58,6 +57,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging(&config.log);
+    config.log_notices();
     if cli.check {
         print_check(&config);
         return ExitCode::SUCCESS;
@@ -111,13 +112,10 @@ fn probe(config: &Config, what: ProbeKind) -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = std::env::var("PGPIVOT_LOG")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+/// `filter` is the resolved log setting (PGPIVOT_LOG, its _FILE, the file's `log`, RUST_LOG),
+/// already validated by the configuration.
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -148,6 +146,7 @@ fn print_check(config: &Config) {
     let users: Vec<&str> = config.users.iter().map(|u| u.name.as_str()).collect();
     println!("users = {}", users.join(", "));
     println!("authentication = {}", config.auth_method.as_str());
+    println!("admin_console = {}", config.admin.describe(&config.raw));
     println!("--");
     for (name, value, origin) in config.describe() {
         println!("{name} = {value}    ({origin})");

@@ -2,8 +2,9 @@
 
 use std::net::SocketAddr;
 
+use super::build::{addr_or_off, invalid};
 use super::source::RawSettings;
-use super::{invalid, ConfigError, User};
+use super::{ConfigError, User};
 
 /// Loopback by default: the console steers routing, so it is reached with `kubectl exec` or a
 /// sidecar unless an operator opens it deliberately.
@@ -18,6 +19,7 @@ pub struct AdminConfig {
 
 pub fn admin_config(raw: &RawSettings) -> Result<AdminConfig, ConfigError> {
     let text = |key: &str| raw.get(key).map(|v| v.value.clone());
+    // Bitnami requires both; one without the other is a mistake, not a wish for no console.
     let user = match (text("admin_username"), text("admin_password")) {
         (Some(name), Some(password)) => Some(User { name, password }),
         (Some(_), None) => {
@@ -27,21 +29,35 @@ pub fn admin_config(raw: &RawSettings) -> Result<AdminConfig, ConfigError> {
                 "PGPOOL_ADMIN_PASSWORD must be set with PGPOOL_ADMIN_USERNAME",
             ))
         }
-        _ => None,
-    };
-    let addr = match text("admin_addr").as_deref() {
-        Some("off") => None,
-        Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
-            invalid(
+        (None, Some(_)) => {
+            return Err(invalid(
                 raw,
-                "admin_addr",
-                "expected host:port (e.g. 127.0.0.1:9433) or off",
-            )
-        })?),
+                "admin_password",
+                "PGPOOL_ADMIN_USERNAME must be set with PGPOOL_ADMIN_PASSWORD",
+            ))
+        }
+        (None, None) => None,
+    };
+    let addr = match raw.get("admin_addr") {
+        Some(_) => addr_or_off(raw, "admin_addr", DEFAULT_ADMIN_ADDR)?,
         None => DEFAULT_ADMIN_ADDR.parse().ok(),
     };
     Ok(AdminConfig {
         addr: if user.is_some() { addr } else { None },
         user,
     })
+}
+
+impl AdminConfig {
+    /// One line for `--check`: where the console listens, or why there is none.
+    pub fn describe(&self, raw: &RawSettings) -> String {
+        match (&self.addr, &self.user) {
+            (Some(a), Some(u)) => format!("on, {a}, user {}", u.name),
+            (None, Some(_)) => "off (PGPIVOT_ADMIN_ADDR is off)".into(),
+            _ if raw.get("admin_username").is_none() => {
+                "off (no PGPOOL_ADMIN_USERNAME / PGPOOL_ADMIN_PASSWORD)".into()
+            }
+            _ => "off".into(),
+        }
+    }
 }

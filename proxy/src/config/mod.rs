@@ -1,9 +1,15 @@
 //! Effective configuration: typed, validated, with every value traceable to where it was set.
 
 mod admin;
+mod build;
+mod names;
 mod nodes;
+mod notice;
+mod pgpool_conf;
 mod settings;
 mod source;
+mod toml_file;
+mod users;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,6 +19,7 @@ use std::time::Duration;
 
 pub use admin::{AdminConfig, DEFAULT_ADMIN_ADDR};
 pub use nodes::{parse_backend_nodes, split_list, BackendNode, NodeFlag};
+pub use notice::{Level, Notice};
 pub use settings::{parse_bool, Kind, Setting, Use, SETTINGS};
 pub use source::{Origin, RawSettings, RawValue};
 
@@ -28,6 +35,13 @@ pub enum ConfigError {
     UnknownKey { path: String, key: String },
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
+    /// `PGPOOL_USER_CONF_FILE`: unreadable, or a syntax error at `line`.
+    #[error("{file}{}: {reason}", .line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    UserConf {
+        file: String,
+        line: Option<usize>,
+        reason: String,
+    },
 }
 
 /// How clients prove who they are to pgpivot.
@@ -47,10 +61,22 @@ impl AuthMethod {
 }
 
 /// The file and environment a configuration was read from.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Sources {
     pub file: Option<PathBuf>,
     pub env: Arc<HashMap<String, String>>,
+}
+
+/// Variable names only: their values hold passwords.
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.env.keys().collect();
+        names.sort();
+        f.debug_struct("Sources")
+            .field("file", &self.file)
+            .field("env", &names)
+            .finish()
+    }
 }
 
 /// A user clients may log in as; the same password logs pgpivot in to the backend.
@@ -95,7 +121,7 @@ pub struct PoolConfig {
 }
 
 /// Credentials and timing of the role monitor.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CheckSettings {
     pub user: String,
     pub password: Option<String>,
@@ -104,6 +130,19 @@ pub struct CheckSettings {
     pub timeout: Duration,
     /// Timed-out probes in a row tolerated before the node is marked down.
     pub max_retries: u32,
+}
+
+impl std::fmt::Debug for CheckSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckSettings")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "****"))
+            .field("database", &self.database)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +165,8 @@ pub struct Config {
     pub log: String,
     pub pool: PoolConfig,
     pub admin: AdminConfig,
+    /// What loading wants the operator to know; see [`Config::log_notices`].
+    pub notices: Vec<Notice>,
     /// Where this configuration came from, to read it again.
     pub sources: Sources,
     /// The merged raw values, for `--check` and `SHOW CONFIG`.
@@ -144,11 +185,13 @@ impl Config {
         env: &HashMap<String, String>,
     ) -> Result<Config, ConfigError> {
         let raw = RawSettings::load(file, env)?;
-        let mut config = Self::from_raw(raw)?;
+        let mut config = build::build(raw)?;
         // Only our own variables are kept: RELOAD re-reads the file and the `_FILE` secrets.
         let ours = env
             .iter()
-            .filter(|(k, _)| k.starts_with("PGPOOL_") || k.starts_with("PGPIVOT_"))
+            .filter(|(k, _)| {
+                k.starts_with("PGPOOL_") || k.starts_with("PGPIVOT_") || *k == "RUST_LOG"
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         config.sources = Sources {
@@ -161,7 +204,17 @@ impl Config {
     /// Reads the same sources again (RELOAD, SIGHUP): the file and every `NAME_FILE` secret
     /// may have changed; the environment of a running process cannot.
     pub fn reload(&self) -> Result<Config, ConfigError> {
-        Self::from_sources(self.sources.file.as_deref(), &self.sources.env)
+        let new = Self::from_sources(self.sources.file.as_deref(), &self.sources.env)?;
+        new.log_notices();
+        Ok(new)
+    }
+
+    /// Logs what loading noticed (ignored variables and keys, settings without effect). The
+    /// binary calls it once logging is set up with this configuration's filter.
+    pub fn log_notices(&self) {
+        for n in &self.notices {
+            n.emit();
+        }
     }
 
     /// Settings whose change only takes effect after a restart (listeners, pool mode).
@@ -182,132 +235,10 @@ impl Config {
         if self.pool.mode != new.pool.mode {
             out.push("PGPIVOT_POOL_MODE");
         }
+        if self.log != new.log {
+            out.push("PGPIVOT_LOG");
+        }
         out
-    }
-
-    fn from_raw(raw: RawSettings) -> Result<Config, ConfigError> {
-        validate_shapes(&raw)?;
-        let text = |key: &str| raw.get(key).map(|v| v.value.clone());
-        let num = |key: &str| -> Result<Option<u64>, ConfigError> {
-            raw.get(key).map(parse_num).transpose()
-        };
-        let ms = |key: &str| -> Result<Option<Duration>, ConfigError> {
-            Ok(num(key)?.map(Duration::from_millis))
-        };
-        let flag = |key: &str| raw.get(key).and_then(|v| parse_bool(&v.value));
-
-        let port = num("port")?.unwrap_or(5432);
-        let port = u16::try_from(port)
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| invalid(&raw, "port", "not a valid port number"))?;
-        let listen_addr = match raw.get("listen_addr") {
-            Some(v) => v.value.parse::<SocketAddr>().map_err(|_| {
-                invalid(
-                    &raw,
-                    "listen_addr",
-                    "expected host:port, e.g. 127.0.0.1:6432",
-                )
-            })?,
-            None => SocketAddr::from(([0, 0, 0, 0], port)),
-        };
-        let metrics_addr = match raw.get("metrics_addr") {
-            None => None,
-            Some(v) if parse_bool(&v.value) == Some(false) => None,
-            Some(v) => Some(v.value.trim().parse::<SocketAddr>().map_err(|_| {
-                invalid(
-                    &raw,
-                    "metrics_addr",
-                    "expected host:port (e.g. 0.0.0.0:9090) or off",
-                )
-            })?),
-        };
-        let backends = match raw.get("backend_nodes") {
-            Some(v) => parse_backend_nodes(&v.value).map_err(|reason| ConfigError::Invalid {
-                origin: v.origin.clone(),
-                reason,
-            })?,
-            None => return Err(ConfigError::Missing("PGPOOL_BACKEND_NODES")),
-        };
-
-        let users = collect_users(&raw)?;
-        let check_user = text("sr_check_user")
-            .or_else(|| text("health_check_user"))
-            .ok_or(ConfigError::Missing("PGPOOL_SR_CHECK_USER"))?;
-        let check_password = text("sr_check_password").or_else(|| text("health_check_password"));
-        let timeout = match ms("check_timeout_ms")? {
-            Some(t) => t,
-            None => num("health_check_timeout")?
-                .map(Duration::from_secs)
-                .unwrap_or(Duration::from_millis(1000)),
-        };
-        let interval = ms("check_interval_ms")?.unwrap_or(Duration::from_millis(500));
-        if interval.is_zero() {
-            return Err(invalid(&raw, "check_interval_ms", "must be at least 1"));
-        }
-        let check = CheckSettings {
-            user: check_user,
-            password: check_password,
-            database: text("sr_check_database").unwrap_or_else(|| "postgres".into()),
-            interval,
-            timeout: timeout.max(Duration::from_millis(10)),
-            max_retries: num("health_check_max_retries")?.unwrap_or(2) as u32,
-        };
-        let auth_method = match text("authentication_method").as_deref() {
-            None | Some("scram-sha-256") => AuthMethod::ScramSha256,
-            Some("md5") => AuthMethod::Md5,
-            Some(_) => {
-                return Err(invalid(
-                    &raw,
-                    "authentication_method",
-                    "expected scram-sha-256 or md5",
-                ))
-            }
-        };
-        if flag("enable_tls") == Some(true) {
-            return Err(invalid(
-                &raw,
-                "enable_tls",
-                "TLS is not supported by this pgpivot version yet; set it to no",
-            ));
-        }
-        let max_message_bytes = num("max_message_bytes")?.unwrap_or(1 << 30);
-        if !(1024..=(1u64 << 31)).contains(&max_message_bytes) {
-            return Err(invalid(
-                &raw,
-                "max_message_bytes",
-                "must be between 1024 and 2^31",
-            ));
-        }
-        let pool = pool_config(&raw)?;
-        let admin = admin::admin_config(&raw)?;
-        for s in SETTINGS.iter().filter(|s| s.used == Use::Accepted) {
-            if let Some(v) = raw.get(s.key) {
-                tracing::info!(setting = s.env, value = %v.value, "accepted for compatibility; no effect in this version");
-            }
-        }
-        Ok(Config {
-            listen_addr,
-            metrics_addr,
-            port,
-            socket_dir: text("socket_dir").map(PathBuf::from),
-            socket_trust: flag("socket_trust").unwrap_or(true),
-            backends,
-            check,
-            connect_timeout: ms("connect_timeout")?.unwrap_or(Duration::from_secs(10)),
-            users,
-            auth_method,
-            primary_wait_timeout: ms("primary_wait_timeout_ms")?.unwrap_or(Duration::from_secs(30)),
-            max_message_bytes: max_message_bytes as usize,
-            shutdown_timeout: ms("shutdown_timeout_ms")?.unwrap_or(Duration::from_secs(25)),
-            authentication_timeout: ms("authentication_timeout_ms")?
-                .unwrap_or(Duration::from_secs(30)),
-            log: text("log").unwrap_or_else(|| "info".into()),
-            pool,
-            admin,
-            sources: Sources::default(),
-            raw,
-        })
     }
 
     pub fn user(&self, name: &str) -> Option<&User> {
@@ -362,136 +293,7 @@ impl Config {
     }
 }
 
-fn pool_config(raw: &RawSettings) -> Result<PoolConfig, ConfigError> {
-    let num = |key: &str| raw.get(key).map(parse_num).transpose();
-    let mode = match raw.get("pool_mode").map(|v| v.value.as_str()) {
-        None | Some("session") => PoolMode::Session,
-        Some("transaction") => PoolMode::Transaction,
-        Some(_) => return Err(invalid(raw, "pool_mode", "expected session or transaction")),
-    };
-    let size = match num("pool_size")? {
-        Some(n) => n,
-        None => num("num_init_children")?.unwrap_or(20),
-    };
-    if size == 0 {
-        return Err(invalid(raw, "pool_size", "must be at least 1"));
-    }
-    let never = Duration::from_secs(100 * 365 * 24 * 3600);
-    let secs_or_never = |n: u64| {
-        if n == 0 {
-            never
-        } else {
-            Duration::from_secs(n)
-        }
-    };
-    let server_idle_timeout = match num("server_idle_timeout_ms")? {
-        Some(ms) => Duration::from_millis(ms),
-        None => num("connection_life_time")?
-            .map(secs_or_never)
-            .unwrap_or(Duration::from_secs(600)),
-    };
-    Ok(PoolConfig {
-        mode,
-        size: size as usize,
-        max_client_conn: num("max_client_conn")?.unwrap_or(10_000) as usize,
-        query_wait_timeout: Duration::from_millis(num("query_wait_timeout_ms")?.unwrap_or(120_000)),
-        server_lifetime: Duration::from_millis(num("server_lifetime_ms")?.unwrap_or(3_600_000)),
-        server_idle_timeout,
-        client_idle_limit: num("client_idle_limit")?
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs),
-    })
-}
-
-fn invalid(raw: &RawSettings, key: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        origin: raw
-            .get(key)
-            .map(|v| v.origin.clone())
-            .unwrap_or(Origin::Default),
-        reason: reason.to_string(),
-    }
-}
-
-fn parse_num(v: &RawValue) -> Result<u64, ConfigError> {
-    v.value
-        .trim()
-        .parse::<u64>()
-        .map_err(|_| ConfigError::Invalid {
-            origin: v.origin.clone(),
-            reason: format!("`{}` is not a non-negative integer", v.value),
-        })
-}
-
-/// Checks every set value against its declared shape, applied or only accepted, so a typo in a
-/// Bitnami variable fails at start instead of surprising later.
-fn validate_shapes(raw: &RawSettings) -> Result<(), ConfigError> {
-    for s in SETTINGS {
-        let Some(v) = raw.get(s.key) else { continue };
-        match s.kind {
-            Kind::Text => {}
-            Kind::Number => {
-                parse_num(v)?;
-            }
-            Kind::Bool => {
-                if parse_bool(&v.value).is_none() {
-                    return Err(ConfigError::Invalid {
-                        origin: v.origin.clone(),
-                        reason: format!("`{}` is not yes or no", v.value),
-                    });
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn collect_users(raw: &RawSettings) -> Result<Vec<User>, ConfigError> {
-    let mut users = Vec::new();
-    let main = raw
-        .get("postgres_username")
-        .map(|v| v.value.clone())
-        .unwrap_or_else(|| "postgres".into());
-    if let Some(pw) = raw.get("postgres_password") {
-        users.push(User {
-            name: main,
-            password: pw.value.clone(),
-        });
-    }
-    let names = raw.get("postgres_custom_users");
-    let pws = raw.get("postgres_custom_passwords");
-    match (names, pws) {
-        (None, None) => {}
-        (Some(n), Some(p)) => {
-            let (ns, ps) = (split_list(&n.value), split_list(&p.value));
-            if ns.len() != ps.len() {
-                return Err(ConfigError::Invalid {
-                    origin: p.origin.clone(),
-                    reason: format!(
-                        "{} users but {} passwords (lists must have the same length)",
-                        ns.len(),
-                        ps.len()
-                    ),
-                });
-            }
-            for (n, p) in ns.into_iter().zip(ps) {
-                if users.iter().any(|u: &User| u.name == n) {
-                    continue;
-                }
-                users.push(User {
-                    name: n.to_string(),
-                    password: p.to_string(),
-                });
-            }
-        }
-        (Some(_), None) => return Err(ConfigError::Missing("PGPOOL_POSTGRES_CUSTOM_PASSWORDS")),
-        (None, Some(_)) => return Err(ConfigError::Missing("PGPOOL_POSTGRES_CUSTOM_USERS")),
-    }
-    if users.is_empty() {
-        return Err(ConfigError::Missing("PGPOOL_POSTGRES_PASSWORD"));
-    }
-    Ok(users)
-}
-
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod user_conf_tests;

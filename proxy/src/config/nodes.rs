@@ -77,14 +77,32 @@ pub fn parse_backend_nodes(v: &str) -> Result<Vec<BackendNode>, String> {
     Ok(nodes)
 }
 
+/// Pgpool's limit on backend numbers (`backend_hostname0` … `backend_hostname127`).
+pub const MAX_NODE_ID: usize = 127;
+
 fn parse_entry(entry: &str) -> Result<BackendNode, String> {
-    // An IPv6 host may be bracketed: 0:[::1]:5432
+    // An IPv6 host must be bracketed: 0:[::1]:5432
     let (id_part, rest) = entry
         .split_once(':')
         .ok_or("expected num:host[:port[:weight[:datadir[:flag]]]]")?;
     let id: usize = id_part
         .parse()
         .map_err(|_| format!("node number `{id_part}` is not a number"))?;
+    if id > MAX_NODE_ID {
+        return Err(format!(
+            "node number {id} is out of range (0 to {MAX_NODE_ID}, as in Pgpool)"
+        ));
+    }
+    parse_fields(id, rest).map_err(|e| {
+        if looks_like_bare_ipv6(rest) {
+            format!("an IPv6 address must be in brackets, e.g. {id_part}:[::1]:5432")
+        } else {
+            e
+        }
+    })
+}
+
+fn parse_fields(id: usize, rest: &str) -> Result<BackendNode, String> {
     let (host, rest) = if let Some(r) = rest.strip_prefix('[') {
         let (h, after) = r.split_once(']').ok_or("unclosed `[` in host")?;
         (h.to_string(), after.strip_prefix(':').unwrap_or(after))
@@ -135,6 +153,31 @@ fn parse_entry(entry: &str) -> Result<BackendNode, String> {
         data_dir,
         flag,
     })
+}
+
+/// Whether `host[:port…]`, which did not parse, is an unbracketed IPv6 address: it starts with
+/// at least three hex groups (`::1`, `fe80::1%eth0`, `2001:db8:…`), with an empty group (`::`)
+/// or more groups than the format has fields. Only asked after a failure, so an all-hex host
+/// name such as `cafe:5432` keeps its meaning.
+fn looks_like_bare_ipv6(rest: &str) -> bool {
+    if rest.starts_with('[') {
+        return false;
+    }
+    let mut groups = Vec::new();
+    for field in rest.split(':') {
+        let (hex, zone) = match field.split_once('%') {
+            Some((h, _)) => (h, true),
+            None => (field, false),
+        };
+        if hex.len() > 4 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            break;
+        }
+        groups.push(hex);
+        if zone {
+            break;
+        }
+    }
+    groups.len() >= 3 && (groups.iter().any(|g| g.is_empty()) || groups.len() > 5)
 }
 
 #[cfg(test)]
@@ -189,5 +232,38 @@ mod tests {
         }
         let e = parse_backend_nodes("0:h:notaport").unwrap_err();
         assert!(e.contains("0:h:notaport"), "{e}");
+    }
+
+    #[test]
+    fn node_numbers_stop_at_127() {
+        assert_eq!(parse_backend_nodes("127:h").unwrap()[0].id, 127);
+        let e = parse_backend_nodes("128:h").unwrap_err();
+        assert!(e.contains("0 to 127"), "{e}");
+        assert!(parse_backend_nodes("99999999999999999999:h").is_err());
+    }
+
+    #[test]
+    fn unbracketed_ipv6_says_to_bracket_it() {
+        for bad in [
+            "0:::1",
+            "0:::1:5432",
+            "0:fe80::1%eth0",
+            "0:fe80::1%eth0:5432",
+            "0:2001:db8:0:0:0:0:0:1",
+            "0:2001:db8::1:5432:1",
+        ] {
+            let e = parse_backend_nodes(bad).unwrap_err();
+            assert!(e.contains("brackets") && e.contains("[::1]"), "{bad}: {e}");
+        }
+        // Ordinary hosts, including all-hex names, keep their meaning.
+        for good in [
+            "0:cafe:5432",
+            "0:db:5432:1:/d:ALWAYS_PRIMARY",
+            "0:10.0.0.1:5432:1",
+            "0:[fe80::1%eth0]:5432",
+            "0:add:5432::/data",
+        ] {
+            assert!(parse_backend_nodes(good).is_ok(), "{good}");
+        }
     }
 }

@@ -66,7 +66,15 @@ const fn secret(key: &'static str, env: &'static str, help: &'static str) -> Set
     }
 }
 
+/// The help of a compatibility setting with nothing more to say.
+pub const COMPAT_HELP: &str = "Pgpool/Bitnami setting accepted for compatibility; no effect";
+
 const fn compat(key: &'static str, env: &'static str, kind: Kind) -> Setting {
+    noted(key, env, kind, COMPAT_HELP)
+}
+
+/// A compatibility setting whose help says what pgpivot does instead (logged when it is set).
+const fn noted(key: &'static str, env: &'static str, kind: Kind, help: &'static str) -> Setting {
     Setting {
         key,
         env,
@@ -74,7 +82,7 @@ const fn compat(key: &'static str, env: &'static str, kind: Kind) -> Setting {
         kind,
         used: Use::Accepted,
         default: None,
-        help: "Pgpool/Bitnami setting accepted for compatibility; no effect yet",
+        help,
     }
 }
 
@@ -143,12 +151,13 @@ pub const SETTINGS: &[Setting] = &[
         Some("postgres"),
         "database for role probes",
     ),
-    s(
+    // Pgpool's periods (Bitnami: 30 s) would make failover detection 60 times slower than
+    // pgpivot's 500 ms probes: accepted, not applied.
+    noted(
         "sr_check_period",
         "PGPOOL_SR_CHECK_PERIOD",
         Number,
-        None,
-        "accepted; role probes run every check_interval_ms",
+        "role probes run every PGPIVOT_CHECK_INTERVAL_MS (default 500 ms) instead",
     ),
     s(
         "health_check_user",
@@ -162,12 +171,11 @@ pub const SETTINGS: &[Setting] = &[
         "PGPOOL_HEALTH_CHECK_PASSWORD",
         "probe password when sr_check_password is unset",
     ),
-    s(
+    noted(
         "health_check_period",
         "PGPOOL_HEALTH_CHECK_PERIOD",
         Number,
-        None,
-        "accepted; probes run every check_interval_ms",
+        "health and role are one probe, run every PGPIVOT_CHECK_INTERVAL_MS (default 500 ms)",
     ),
     s(
         "health_check_timeout",
@@ -183,12 +191,11 @@ pub const SETTINGS: &[Setting] = &[
         None,
         "timed-out probes tolerated before a node is marked down (default 2)",
     ),
-    s(
+    noted(
         "health_check_retry_delay",
         "PGPOOL_HEALTH_CHECK_RETRY_DELAY",
         Number,
-        None,
-        "accepted; retries follow check_interval_ms",
+        "a timed-out probe is retried at the next PGPIVOT_CHECK_INTERVAL_MS tick",
     ),
     s(
         "connect_timeout",
@@ -302,15 +309,17 @@ pub const SETTINGS: &[Setting] = &[
     s("query_wait_timeout_ms", "PGPIVOT_QUERY_WAIT_TIMEOUT_MS", Number, Some("120000"), "how long a client waits for a free server connection"),
     s("server_lifetime_ms", "PGPIVOT_SERVER_LIFETIME_MS", Number, Some("3600000"), "idle server connections older than this are closed"),
     s("server_idle_timeout_ms", "PGPIVOT_SERVER_IDLE_TIMEOUT_MS", Number, None, "idle server connections unused this long are closed (default 600000, or PGPOOL_CONNECTION_LIFE_TIME)"),
-    compat(
+    noted(
         "enable_load_balancing",
         "PGPOOL_ENABLE_LOAD_BALANCING",
         Bool,
+        "pgpivot does not route reads: reads and writes both go to the primary",
     ),
-    compat(
+    noted(
         "enable_statement_load_balancing",
         "PGPOOL_ENABLE_STATEMENT_LOAD_BALANCING",
         Bool,
+        "pgpivot does not route reads: reads and writes both go to the primary",
     ),
     compat(
         "disable_load_balance_on_write",
@@ -353,12 +362,21 @@ pub const SETTINGS: &[Setting] = &[
         "PGPOOL_TLS_PREFER_SERVER_CIPHERS",
         Bool,
     ),
-    compat("user_conf_file", "PGPOOL_USER_CONF_FILE", Text),
+    s(
+        "user_conf_file",
+        "PGPOOL_USER_CONF_FILE",
+        Text,
+        None,
+        "pgpool.conf lines; keys with a meaning here override the PGPOOL_* variables",
+    ),
     compat("user_hba_file", "PGPOOL_USER_HBA_FILE", Text),
     compat("enable_pool_hba", "PGPOOL_ENABLE_POOL_HBA", Bool),
     compat("enable_pool_passwd", "PGPOOL_ENABLE_POOL_PASSWD", Bool),
     compat("passwd_file", "PGPOOL_PASSWD_FILE", Text),
-    compat("aes_key", "PGPOOL_AES_KEY", Text),
+    Setting {
+        secret: true,
+        ..compat("aes_key", "PGPOOL_AES_KEY", Text)
+    },
     compat("enable_ldap", "PGPOOL_ENABLE_LDAP", Bool),
     compat(
         "enable_log_connections",
@@ -410,7 +428,8 @@ pub fn by_key(key: &str) -> Option<&'static Setting> {
     SETTINGS.iter().find(|s| s.key == key)
 }
 
-/// Parses the boolean spellings Bitnami scripts and operators use.
+/// Parses the boolean spellings Bitnami scripts and operators use: yes/no as Bitnami documents,
+/// and, leniently, true/false, on/off (pgpool.conf), 1/0 and y/n, in any case.
 pub fn parse_bool(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
         "yes" | "true" | "on" | "1" | "y" => Some(true),
@@ -434,6 +453,20 @@ mod tests {
         envs.dedup();
         assert_eq!(keys.len(), k);
         assert_eq!(envs.len(), e);
+    }
+
+    /// Anything that looks like a credential is masked in `--check`, SHOW CONFIG and logs.
+    /// (`*_KEY_FILE` and `PGPOOL_PASSWD_FILE` name paths, not secrets.)
+    #[test]
+    fn secret_looking_names_are_secret() {
+        for s in SETTINGS {
+            let name = s.env.trim_end_matches("_FILE");
+            let looks = ["PASSWORD", "SECRET", "TOKEN"]
+                .iter()
+                .any(|w| s.env.contains(w))
+                || (name.ends_with("_KEY") && !s.env.ends_with("_FILE"));
+            assert_eq!(s.secret, looks, "{}", s.env);
+        }
     }
 
     #[test]

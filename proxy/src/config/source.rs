@@ -6,8 +6,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use super::names::{classify, Name};
+use super::notice::{Level, Notice};
+use super::pgpool_conf::{self, Target};
 use super::settings::{by_key, Setting, SETTINGS};
-use super::ConfigError;
+use super::{toml_file, ConfigError};
 
 /// Where a value was read from; errors name it so the operator knows what to fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +19,12 @@ pub enum Origin {
     File(String),
     Env(&'static str),
     EnvFile(&'static str, String),
+    /// A key of the `PGPOOL_USER_CONF_FILE` file.
+    UserConf {
+        path: String,
+        line: usize,
+        key: String,
+    },
 }
 
 impl std::fmt::Display for Origin {
@@ -25,6 +34,9 @@ impl std::fmt::Display for Origin {
             Origin::File(key) => write!(f, "config file key `{key}`"),
             Origin::Env(name) => write!(f, "{name}"),
             Origin::EnvFile(name, path) => write!(f, "{name}_FILE ({path})"),
+            Origin::UserConf { path, line, key } => {
+                write!(f, "PGPOOL_USER_CONF_FILE ({path}) line {line} `{key}`")
+            }
         }
     }
 }
@@ -35,14 +47,31 @@ pub struct RawValue {
     pub origin: Origin,
 }
 
-/// The merged raw values, keyed by setting key.
-#[derive(Debug, Clone, Default)]
+/// The merged raw values, keyed by setting key, and what loading them wants to say.
+#[derive(Clone, Default)]
 pub struct RawSettings {
     values: BTreeMap<&'static str, RawValue>,
+    pub notices: Vec<Notice>,
+}
+
+/// Secrets masked: a `{:?}` of a configuration must not leak a password into a log.
+impl std::fmt::Debug for RawSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut m = f.debug_map();
+        for (k, v) in &self.values {
+            if by_key(k).is_some_and(|s| s.secret) {
+                m.entry(k, &format_args!("******** ({})", v.origin));
+            } else {
+                m.entry(k, v);
+            }
+        }
+        m.finish()
+    }
 }
 
 impl RawSettings {
-    /// Merges defaults, then the file, then the environment.
+    /// Merges defaults, then the TOML file, then the environment, then `PGPOOL_USER_CONF_FILE`
+    /// (the Bitnami image appends it to the pgpool.conf generated from the environment).
     pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut raw = RawSettings::default();
         for s in SETTINGS {
@@ -54,65 +83,34 @@ impl RawSettings {
             raw.merge_file(path)?;
         }
         raw.merge_env(env)?;
+        raw.merge_user_conf()?;
         Ok(raw)
     }
 
+    /// Empty means unset: the earlier value (file, default) stands. The chart renders unset
+    /// variables as `NAME=""`, and an empty `NAME_FILE` is the same mistake.
     fn set(&mut self, s: &'static Setting, value: String, origin: Origin) {
-        if value.trim().is_empty() {
-            // Empty means unset: fall back to the default, if any.
-            match s.default {
-                Some(d) => self.values.insert(
-                    s.key,
-                    RawValue {
-                        value: d.into(),
-                        origin: Origin::Default,
-                    },
-                ),
-                None => self.values.remove(s.key),
-            };
-        } else {
+        if !value.trim().is_empty() {
             self.values.insert(s.key, RawValue { value, origin });
         }
     }
 
     fn merge_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let parsed = config::Config::builder()
-            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
-            .build()
-            .map_err(|e| ConfigError::File {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        let map = parsed
-            .try_deserialize::<HashMap<String, config::Value>>()
-            .map_err(|e| ConfigError::File {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        for (key, value) in map {
+        for (key, value) in toml_file::read(path)? {
             let Some(s) = by_key(&key) else {
                 return Err(ConfigError::UnknownKey {
                     path: path.display().to_string(),
                     key,
                 });
             };
-            let text = value_to_string(value).map_err(|reason| ConfigError::Invalid {
-                origin: Origin::File(key.clone()),
-                reason,
-            })?;
-            self.set(s, text, Origin::File(key));
+            self.set(s, value, Origin::File(key));
         }
         Ok(())
     }
 
     fn merge_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
         for s in SETTINGS {
-            // Empty means unset (the chart renders `NAME=""`): the file's value, if any, stands.
-            if let Some(v) = env.get(s.env).filter(|v| !v.trim().is_empty()) {
+            if let Some(v) = env.get(s.env) {
                 self.set(s, v.clone(), Origin::Env(s.env));
             }
             // Bitnami: NAME_FILE wins over NAME.
@@ -123,16 +121,73 @@ impl RawSettings {
                     reason: format!("cannot read the file: {e}"),
                 })?;
                 let value = content.trim_end_matches(['\n', '\r']).to_string();
+                if value.trim().is_empty() {
+                    self.notices.push(Notice::new(
+                        Level::Warn,
+                        format!("{file_var} ({path}) is empty: treated as unset"),
+                    ));
+                }
                 self.set(s, value, Origin::EnvFile(s.env, path.clone()));
             }
         }
-        for name in env.keys() {
-            let base = name.strip_suffix("_FILE").unwrap_or(name);
-            if name.starts_with("PGPIVOT_") && !SETTINGS.iter().any(|s| s.env == base) {
-                return Err(ConfigError::UnknownVariable(name.clone()));
+        // Generic, so it yields to PGPIVOT_LOG and to the file's `log`.
+        if let Some(v) = env.get("RUST_LOG") {
+            if self.get("log").is_none_or(|l| l.origin == Origin::Default) {
+                if let Some(s) = by_key("log") {
+                    self.set(s, v.clone(), Origin::Env("RUST_LOG"));
+                }
             }
-            if name.starts_with("PGPOOL_") && !SETTINGS.iter().any(|s| s.env == base) {
-                tracing::warn!(variable = %name, "unknown PGPOOL_ variable ignored");
+        }
+        let mut names: Vec<_> = env.iter().collect();
+        names.sort();
+        for (name, value) in names {
+            if !(name.starts_with("PGPIVOT_") || name.starts_with("PGPOOL_")) {
+                continue;
+            }
+            match classify(name, value) {
+                Name::Known | Name::FileOf(_) => {}
+                Name::ServiceLink => self.notices.push(Notice::new(
+                    Level::Debug,
+                    format!("{name} ignored (a Kubernetes service link)"),
+                )),
+                Name::Unknown if name.starts_with("PGPIVOT_") => {
+                    return Err(ConfigError::UnknownVariable(name.clone()))
+                }
+                Name::Unknown => self.notices.push(Notice::new(
+                    Level::Warn,
+                    format!("unknown PGPOOL_ variable {name} ignored"),
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the keys of `PGPOOL_USER_CONF_FILE` that mean something here; one warning per
+    /// other key (by name only: their values may be secrets).
+    fn merge_user_conf(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = self.get("user_conf_file").map(|v| v.value.clone()) else {
+            return Ok(());
+        };
+        let name = format!("PGPOOL_USER_CONF_FILE ({path})");
+        for entry in pgpool_conf::read(Path::new(&path), &name)? {
+            match pgpool_conf::target(&entry.key) {
+                Target::Setting(s) => {
+                    let origin = Origin::UserConf {
+                        path: path.clone(),
+                        line: entry.line,
+                        key: entry.key,
+                    };
+                    self.set(s, entry.value, origin);
+                }
+                Target::Ignored(hint) => self.notices.push(Notice::new(
+                    Level::Warn,
+                    format!(
+                        "{name} line {}: `{}` has no effect in pgpivot{}",
+                        entry.line,
+                        entry.key,
+                        hint.map(|h| format!(" ({h})")).unwrap_or_default()
+                    ),
+                )),
             }
         }
         Ok(())
@@ -144,19 +199,6 @@ impl RawSettings {
 
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &RawValue)> {
         self.values.iter().map(|(k, v)| (*k, v))
-    }
-}
-
-/// TOML scalars become their text; arrays (e.g. a list of backend nodes) are joined with commas.
-fn value_to_string(value: config::Value) -> Result<String, String> {
-    match value.kind {
-        config::ValueKind::Array(items) => {
-            let parts: Result<Vec<_>, _> = items.into_iter().map(value_to_string).collect();
-            Ok(parts?.join(","))
-        }
-        config::ValueKind::Table(_) => Err("a table is not allowed here".into()),
-        config::ValueKind::Nil => Ok(String::new()),
-        _ => value.into_string().map_err(|e| e.to_string()),
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::decide::{Decider, Decision};
-use super::node::{NodeView, ProbeOutcome, Role};
+use super::node::{Health, NodeView, ProbeOutcome, Role};
 use super::probe::probe;
 use super::routing::{
     FailoverRecord, Operator, OperatorReply, PrimaryRoute, RoutingTable, Topology,
@@ -110,12 +110,16 @@ fn operate(decider: &mut Decider, op: Operator) -> Result<String, String> {
             decider.set_operator_primary(Some(id));
             tracing::warn!(node = id, "primary named by an operator");
             Ok(format!(
-                "node {id} is the primary while it answers as one; SET PRIMARY AUTO undoes this"
+                "node {id} is the primary while it answers as one, until SET PRIMARY AUTO or until a node appears on a newer timeline"
             ))
         }
         Operator::SetPrimary(None) => {
             decider.set_operator_primary(None);
-            Ok("the role monitor chooses the primary".to_string())
+            tracing::warn!("primary chosen by the role monitor again (SET PRIMARY AUTO)");
+            Ok(
+                "the role monitor chooses the primary; the operator's choice fences nothing any more"
+                    .to_string(),
+            )
         }
         Operator::Reload(_) => Err("handled by the decision loop".to_string()),
     }
@@ -148,7 +152,11 @@ async fn decide_loop(
                 if epoch != probes.epoch {
                     continue;
                 }
-                decider.observe(id, outcome, SystemTime::now())
+                let prev = decider.nodes.iter().find(|n| n.id == id).map(Seen::of);
+                decider.observe(id, outcome, SystemTime::now());
+                if let (Some(prev), Some(n)) = (prev, decider.nodes.iter().find(|n| n.id == id)) {
+                    log_health(&prev, n, decider.max_retries());
+                }
             }
             Err((Operator::Reload(config), reply)) => {
                 let changed = decider.set_backends(&config.backends, config.check.max_retries);
@@ -230,6 +238,7 @@ fn publish(
                 generation = table.generation,
                 lost = o.node_id,
                 addr = %o.addr(),
+                timeline = o.timeline.unwrap_or(0),
                 reason = reason.as_deref().unwrap_or(""),
                 "primary lost; new transactions wait for a primary"
             );
@@ -257,7 +266,7 @@ fn publish(
             }
             let standbys: Vec<usize> = nodes
                 .iter()
-                .filter(|x| x.role == Role::Standby)
+                .filter(|x| x.role == Role::Standby && x.health == Health::Up)
                 .map(|x| x.id)
                 .collect();
             match from {
@@ -294,10 +303,78 @@ fn log_role_changes(before: &[(Role, Option<String>)], after: &[NodeView]) {
                 to = n.role.as_str(),
                 health = n.health.as_str(),
                 timeline = n.timeline.unwrap_or(0),
+                since_good_probe_ms = ?ms_since(n.checks.last_success),
+                probe_ms = ?n.last_latency.map(|d| d.as_millis() as u64),
                 fenced = n.fenced.as_deref().unwrap_or(""),
                 error = n.last_error.as_deref().unwrap_or(""),
                 "node role changed"
             );
         }
     }
+}
+
+/// A node's state before a probe answer, to log what the answer changed.
+struct Seen {
+    health: Health,
+    error: Option<String>,
+    since: SystemTime,
+}
+
+impl Seen {
+    fn of(n: &NodeView) -> Seen {
+        Seen {
+            health: n.health,
+            error: n.last_error.clone(),
+            since: n.last_status_change,
+        }
+    }
+}
+
+/// One line when a node goes down or comes up (whatever its role), and one when a probe error
+/// starts counting toward the retry budget (not one per probe while it lasts).
+fn log_health(prev: &Seen, n: &NodeView, budget: u32) {
+    let addr = format!("{}:{}", n.host, n.port);
+    let error = n.last_error.as_deref().unwrap_or("");
+    match (prev.health, n.health) {
+        (a, b) if a == b => {
+            if n.health != Health::Down && n.last_error.is_some() && n.last_error != prev.error {
+                tracing::warn!(
+                    node = n.id,
+                    %addr,
+                    role = n.role.as_str(),
+                    failures = n.consecutive_failures,
+                    budget,
+                    error,
+                    "probe failed; counts toward the retry budget"
+                );
+            }
+        }
+        (_, Health::Down) => tracing::warn!(
+            node = n.id,
+            %addr,
+            role = n.role.as_str(),
+            timeline = n.timeline.unwrap_or(0),
+            failures = n.consecutive_failures,
+            since_good_probe_ms = ?ms_since(n.checks.last_success),
+            error,
+            "node down"
+        ),
+        (was, _) => tracing::info!(
+            node = n.id,
+            %addr,
+            answers_as = match n.in_recovery {
+                Some(true) => "standby",
+                Some(false) => "primary",
+                None => "unknown",
+            },
+            timeline = n.timeline.unwrap_or(0),
+            down_ms = ?(was == Health::Down).then(|| ms_since(Some(prev.since))).flatten(),
+            "node up"
+        ),
+    }
+}
+
+fn ms_since(t: Option<SystemTime>) -> Option<u64> {
+    t.and_then(|t| t.elapsed().ok())
+        .map(|d| d.as_millis() as u64)
 }

@@ -23,7 +23,9 @@ impl Health {
     }
 }
 
-/// The role pgpivot assigns after fencing.
+/// The role pgpivot assigns after fencing. For a node that is down it is the role last known
+/// (a standby stays a standby, a stale primary stays fenced); a lost primary is `Unknown`, since
+/// it no longer gets writes. Whether the node answers is [`Health`]'s business.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Unknown,
@@ -65,10 +67,25 @@ pub enum ProbeOutcome {
     },
     /// Connection refused or reset: the postmaster is gone. Down at once.
     Refused(String),
+    /// The server itself says it takes no connections (`57P02` crash shutdown, `57P03` starting
+    /// up / shutting down / not accepting connections). Down at once.
+    Unavailable(String),
     /// No answer in time: counts toward the retry budget.
     Timeout,
-    /// Connected but unusable (starting up, shutting down, login refused...). Down at once.
-    Failed(String),
+    /// Any other error (`53300` too many clients, `28xxx` the check user's login, a failed probe
+    /// query, `57P01` on the probe's own session...): says nothing certain about the node, so it
+    /// counts toward the retry budget like a timeout instead of opening a failover gap.
+    Error(String),
+}
+
+impl ProbeOutcome {
+    /// Takes the node down at once (rather than counting toward the retry budget).
+    pub fn is_down_at_once(&self) -> bool {
+        matches!(
+            self,
+            ProbeOutcome::Refused(_) | ProbeOutcome::Unavailable(_)
+        )
+    }
 }
 
 /// A node as shown to operators and used by the decision.

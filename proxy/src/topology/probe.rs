@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use super::node::{parse_lsn, ProbeOutcome};
@@ -77,13 +76,20 @@ async fn run(host: &str, port: u16, check: &CheckSettings) -> Result<Answer, Pro
         cfg.password(pw);
     }
     let (client, conn) = cfg.connect(NoTls).await.map_err(classify)?;
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let result = client.simple_query(PROBE_SQL).await.map_err(classify);
+    // The connection is driven inside this future, not on a task of its own: when the caller's
+    // timeout drops the probe mid-query (a hung server), the socket goes with it and nothing is
+    // left behind waiting for an answer.
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = client.simple_query(PROBE_SQL) => r.map_err(classify),
+        ended = &mut conn => Err(match ended {
+            Err(e) => classify(e),
+            Ok(()) => ProbeOutcome::Refused("connection closed during the probe".into()),
+        }),
+    };
     drop(client);
-    // The connection ends once the client is gone; bound it anyway.
-    let _ = tokio::time::timeout(Duration::from_millis(200), driver).await;
+    // Without a client the connection says goodbye (Terminate) and ends; bound it anyway.
+    let _ = tokio::time::timeout(Duration::from_millis(200), conn).await;
     let rows = result?;
     for msg in rows {
         if let tokio_postgres::SimpleQueryMessage::Row(row) = msg {
@@ -91,7 +97,7 @@ async fn run(host: &str, port: u16, check: &CheckSettings) -> Result<Answer, Pro
                 Some("t") => true,
                 Some("f") => false,
                 other => {
-                    return Err(ProbeOutcome::Failed(format!(
+                    return Err(ProbeOutcome::Error(format!(
                         "unexpected pg_is_in_recovery() answer {other:?}"
                     )))
                 }
@@ -111,7 +117,7 @@ async fn run(host: &str, port: u16, check: &CheckSettings) -> Result<Answer, Pro
             });
         }
     }
-    Err(ProbeOutcome::Failed("probe query returned no row".into()))
+    Err(ProbeOutcome::Error("probe query returned no row".into()))
 }
 
 /// `name TAB sync_state` lines (names may hold spaces, not tabs or newlines).
@@ -122,15 +128,11 @@ fn parse_senders(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Sorts errors into "gone" (down now), "unusable" (down now) and ambiguous I/O.
+/// Sorts errors into "the node is gone or says so" (down at once) and everything else (counts
+/// toward the retry budget).
 fn classify(e: tokio_postgres::Error) -> ProbeOutcome {
     if let Some(db) = e.as_db_error() {
-        let code = db.code();
-        let msg = format!("{}: {}", code.code(), db.message());
-        return ProbeOutcome::Failed(msg);
-    }
-    if e.code() == Some(&SqlState::CANNOT_CONNECT_NOW) {
-        return ProbeOutcome::Failed(e.to_string());
+        return classify_server_error(db.code().code(), db.message());
     }
     let text = e.to_string();
     let io_kind = std::error::Error::source(&e)
@@ -145,24 +147,23 @@ fn classify(e: tokio_postgres::Error) -> ProbeOutcome {
         Some(std::io::ErrorKind::TimedOut) => ProbeOutcome::Timeout,
         _ if text.contains("timed out") => ProbeOutcome::Timeout,
         _ if text.contains("closed") => ProbeOutcome::Refused(text),
-        _ => ProbeOutcome::Failed(text),
+        _ => ProbeOutcome::Error(text),
+    }
+}
+
+/// An error the server sent. Only "I take no connections" takes the node down at once:
+/// `57P03` (starting up, shutting down, not accepting connections) and `57P02` (crash of another
+/// server process). `57P01` is what any terminated session gets (`pg_terminate_backend` sweeps
+/// too), so it counts toward the budget; a real shutdown answers the next probe with `57P03` or a
+/// refused connection. `53300` too many clients, `28xxx` the check user's login and a failing
+/// probe query say nothing certain about the node and count toward the budget.
+fn classify_server_error(code: &str, message: &str) -> ProbeOutcome {
+    let text = format!("{code}: {message}");
+    match code {
+        "57P02" | "57P03" => ProbeOutcome::Unavailable(text),
+        _ => ProbeOutcome::Error(text),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::parse_senders;
-
-    #[test]
-    fn wal_senders_are_read_line_by_line_and_names_may_hold_spaces() {
-        assert_eq!(
-            parse_senders("node1\tsync\nmy standby\tasync"),
-            [
-                ("node1".to_string(), "sync".to_string()),
-                ("my standby".to_string(), "async".to_string())
-            ]
-        );
-        assert!(parse_senders("").is_empty());
-        assert!(parse_senders("no state here").is_empty());
-    }
-}
+mod tests;

@@ -140,7 +140,7 @@ pub fn auth_sasl_final(buf: &mut BytesMut, data: &[u8]) {
 }
 
 /// NegotiateProtocolVersion ('v'): the newest 3.x minor version the proxy supports, and the
-/// `_pq.*` options it did not recognise.
+/// `_pq_.*` options it did not recognise.
 ///
 /// The first field is written as the full version code `(3 << 16) | newest_minor`, not the bare
 /// minor: that is what PostgreSQL sends (`PG_PROTOCOL_LATEST`) and what libpq checks; a bare `0`
@@ -357,9 +357,9 @@ mod tests {
 
     #[test]
     fn negotiate_protocol_version_layout() {
-        let (tag, body) = frame_of(|b| negotiate_protocol_version(b, 0, &["_pq.a", "_pq.b"]));
+        let (tag, body) = frame_of(|b| negotiate_protocol_version(b, 0, &["_pq_.a", "_pq_.b"]));
         assert_eq!(tag, b'v');
-        assert_eq!(body, b"\0\x03\0\0\0\0\0\x02_pq.a\0_pq.b\0");
+        assert_eq!(body, b"\0\x03\0\0\0\0\0\x02_pq_.a\0_pq_.b\0");
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub const INTERNAL_ERROR: &str = "XX000";
 pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
 /// `22023`: a parameter (startup option, admin command argument) has an invalid value.
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
+/// `22021`: a byte sequence that is not valid in the encoding (a non-UTF-8 startup parameter).
+pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 /// `42601`: a statement the proxy parses itself (admin console) is malformed.
 pub const SYNTAX_ERROR: &str = "42601";
 /// `55000`: an admin action that the current state does not allow (e.g. detaching the primary).
@@ -63,6 +65,7 @@ mod tests {
             INTERNAL_ERROR,
             READ_ONLY_SQL_TRANSACTION,
             INVALID_PARAMETER_VALUE,
+            CHARACTER_NOT_IN_REPERTOIRE,
             SYNTAX_ERROR,
             OBJECT_NOT_IN_PREREQUISITE_STATE,
             INSUFFICIENT_PRIVILEGE,

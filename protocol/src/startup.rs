@@ -25,6 +25,19 @@ pub const MAX_STARTUP_LEN: usize = 10_000;
 /// Longest cancel secret: protocol 3.2 allows up to 256 bytes (3.0 uses exactly 4).
 const MAX_CANCEL_SECRET: usize = 256;
 
+/// Prefix of protocol options: PostgreSQL reserves every startup parameter named `_pq_.*`
+/// (`strncmp(name, "_pq_.", 5)`) for protocol extensions and answers them, not a GUC.
+pub const PROTOCOL_OPTION_PREFIX: &str = "_pq_.";
+
+/// Longest user or database name a backend uses (`NAMEDATALEN - 1`): PostgreSQL cuts longer
+/// ones from the startup packet, so pgpivot must authenticate and pool on the same name.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// True for a protocol option (`_pq_.*`): never a session parameter, never sent to a backend.
+pub fn is_protocol_option(name: &str) -> bool {
+    name.starts_with(PROTOCOL_OPTION_PREFIX)
+}
+
 /// One parsed initial packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InitialPacket {
@@ -55,6 +68,10 @@ impl CancelKey {
 }
 
 /// A StartupMessage: protocol version and the `name=value` parameters (user, database, GUCs).
+///
+/// As parsed, `user` and `database` are cut to [`MAX_NAME_LEN`] bytes like PostgreSQL does, and a
+/// value that is not UTF-8 has been made one the way the backend would treat it (see
+/// [`parse_initial`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartupMessage {
     pub major: u16,
@@ -87,23 +104,30 @@ impl StartupMessage {
         }
     }
 
-    /// Protocol options (`_pq.*`): the proxy implements none, so these are listed as unrecognised
-    /// in NegotiateProtocolVersion.
+    /// Protocol options (`_pq_.*`) in the order sent: the proxy implements none, so these are
+    /// listed as unrecognised in NegotiateProtocolVersion, as PostgreSQL 15 does.
     pub fn protocol_options(&self) -> Vec<&str> {
         self.params
             .iter()
-            .filter(|(k, _)| k.starts_with("_pq."))
+            .filter(|(k, _)| is_protocol_option(k))
             .map(|(k, _)| k.as_str())
             .collect()
     }
 
-    /// Writes a protocol-3.0 StartupMessage with every parameter except `_pq.*` ones: this is what
-    /// the proxy sends to a backend after negotiating the client down to 3.0.
+    /// Whether the client must be sent NegotiateProtocolVersion: it asked for a newer 3.x minor
+    /// version or for protocol options (PostgreSQL's condition).
+    pub fn needs_negotiation(&self) -> bool {
+        self.minor > 0 || self.params.iter().any(|(k, _)| is_protocol_option(k))
+    }
+
+    /// Writes a protocol-3.0 StartupMessage with every parameter except `_pq_.*` ones: this is
+    /// what the proxy sends to a backend after negotiating the client down to 3.0 (a backend
+    /// would otherwise answer NegotiateProtocolVersion itself).
     pub fn encode(&self, buf: &mut BytesMut) {
         let start = buf.len();
         buf.put_i32(0); // patched below
         buf.put_i32(PROTOCOL_3_0);
-        for (k, v) in self.params.iter().filter(|(k, _)| !k.starts_with("_pq.")) {
+        for (k, v) in self.params.iter().filter(|(k, _)| !is_protocol_option(k)) {
             put_cstr(buf, k);
             put_cstr(buf, v);
         }
@@ -130,8 +154,12 @@ pub enum StartupError {
     InvalidLength(i32),
     #[error("invalid startup packet layout: {0}")]
     Malformed(&'static str),
-    #[error("unsupported frontend protocol {major}.{minor}: server supports 3.0")]
+    #[error("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0")]
     UnsupportedVersion { major: u16, minor: u16 },
+    /// A parameter name, or a value pgpivot cannot carry, that is not UTF-8 (PostgreSQL's words
+    /// for a bad byte sequence).
+    #[error("invalid byte sequence for encoding \"UTF8\": {0}")]
+    InvalidEncoding(String),
     #[error("no PostgreSQL user name specified in startup packet")]
     NoUser,
     #[error("replication connections are not supported by this proxy")]
@@ -148,6 +176,7 @@ impl StartupError {
                 sqlstate::FEATURE_NOT_SUPPORTED
             }
             StartupError::NoUser => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            StartupError::InvalidEncoding(_) => sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
         }
     }
 }
@@ -221,10 +250,12 @@ fn parse_startup(version: i32, body: &[u8]) -> Result<StartupMessage, StartupErr
             break;
         }
         let (value, after_value) = split_cstr(after_key)?;
-        let key = std::str::from_utf8(key).map_err(|_| StartupError::Malformed("invalid UTF-8"))?;
-        let value =
-            std::str::from_utf8(value).map_err(|_| StartupError::Malformed("invalid UTF-8"))?;
-        params.push((key.to_owned(), value.to_owned()));
+        let key = std::str::from_utf8(key).map_err(|e| invalid_encoding(key, e))?;
+        let mut value = utf8_value(key, value)?;
+        if key == "user" || key == "database" {
+            clip_name(&mut value);
+        }
+        params.push((key.to_owned(), value));
         rest = after_value;
     }
     let msg = StartupMessage {
@@ -241,6 +272,62 @@ fn parse_startup(version: i32, body: &[u8]) -> Result<StartupMessage, StartupErr
         }
     }
     Ok(msg)
+}
+
+/// A parameter value as a `String`. PostgreSQL takes raw bytes; pgpivot keeps strings, so a
+/// value that is not UTF-8 is converted only where the result is what the backend would make of
+/// it anyway, and refused otherwise:
+/// - `application_name`: PostgreSQL 15 replaces every byte outside printable ASCII with `?`
+///   (`pg_clean_ascii`), so doing it here gives the same name;
+/// - `user`: no role in a UTF-8 catalog has such a name, so a lossy copy (which matches no user
+///   in pgpivot's list either) fails authentication exactly like the original would.
+fn utf8_value(key: &str, value: &[u8]) -> Result<String, StartupError> {
+    match std::str::from_utf8(value) {
+        Ok(v) => Ok(v.to_owned()),
+        Err(_) if key == "application_name" => Ok(value
+            .iter()
+            .map(|&b| {
+                if (32..=126).contains(&b) {
+                    b as char
+                } else {
+                    '?'
+                }
+            })
+            .collect()),
+        Err(_) if key == "user" => Ok(String::from_utf8_lossy(value).into_owned()),
+        Err(e) => Err(invalid_encoding(value, e)),
+    }
+}
+
+/// PostgreSQL's description of a bad sequence: the bytes of the character that starts at the
+/// first invalid byte (as many as its lead byte announces), as `0xe9 0x20 0x78`.
+fn invalid_encoding(bytes: &[u8], e: std::str::Utf8Error) -> StartupError {
+    let bad = &bytes[e.valid_up_to()..];
+    let announced = match bad.first() {
+        Some(0xc0..=0xdf) => 2,
+        Some(0xe0..=0xef) => 3,
+        Some(0xf0..=0xf7) => 4,
+        _ => 1,
+    };
+    let shown: Vec<String> = bad
+        .iter()
+        .take(announced)
+        .map(|b| format!("0x{b:02x}"))
+        .collect();
+    StartupError::InvalidEncoding(shown.join(" "))
+}
+
+/// Cuts a user or database name to [`MAX_NAME_LEN`] bytes as PostgreSQL does. PostgreSQL cuts at
+/// the byte, which can split a character; names of roles and databases were clipped on a
+/// character boundary when they were created (`pg_mbcliplen`), so that is where this cuts too.
+fn clip_name(name: &mut String) {
+    if name.len() > MAX_NAME_LEN {
+        let mut end = MAX_NAME_LEN;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
 }
 
 /// Splits off a NUL-terminated string; a missing NUL means a truncated packet.
@@ -262,189 +349,5 @@ fn is_pg_false(value: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn startup_packet(version: i32, body: &[u8]) -> BytesMut {
-        let mut b = BytesMut::new();
-        b.put_i32((8 + body.len()) as i32);
-        b.put_i32(version);
-        b.put_slice(body);
-        b
-    }
-
-    fn parse_one(mut b: BytesMut) -> Result<Option<InitialPacket>, StartupError> {
-        parse_initial(&mut b)
-    }
-
-    #[test]
-    fn ssl_request_keeps_following_bytes() {
-        let mut b = startup_packet(SSL_REQUEST_CODE, b"");
-        b.put_slice(b"\x16\x03");
-        assert_eq!(parse_initial(&mut b), Ok(Some(InitialPacket::SslRequest)));
-        assert_eq!(&b[..], b"\x16\x03");
-        let b = startup_packet(GSSENC_REQUEST_CODE, b"");
-        assert_eq!(parse_one(b), Ok(Some(InitialPacket::GssEncRequest)));
-        let b = startup_packet(SSL_REQUEST_CODE, b"x");
-        assert!(matches!(parse_one(b), Err(StartupError::Malformed(_))));
-    }
-
-    #[test]
-    fn incomplete_packets_consume_nothing() {
-        let full = startup_packet(PROTOCOL_3_0, b"user\0bob\0\0");
-        for cut in 0..full.len() {
-            let mut b = BytesMut::from(&full[..cut]);
-            assert_eq!(parse_initial(&mut b), Ok(None), "cut at {cut}");
-            assert_eq!(b.len(), cut);
-        }
-    }
-
-    #[test]
-    fn lengths_are_validated_before_use() {
-        for len in [i32::MIN, -1, 0, 4, 7, MAX_STARTUP_LEN as i32 + 1, i32::MAX] {
-            let mut b = BytesMut::new();
-            b.put_i32(len);
-            assert_eq!(parse_one(b.clone()), Err(StartupError::InvalidLength(len)));
-        }
-        assert_eq!(
-            StartupError::InvalidLength(0).sqlstate(),
-            sqlstate::PROTOCOL_VIOLATION
-        );
-    }
-
-    #[test]
-    fn cancel_request_secret_lengths() {
-        let mut body = Vec::new();
-        body.extend_from_slice(&42i32.to_be_bytes());
-        body.extend_from_slice(&[1, 2, 3, 4]);
-        let Ok(Some(InitialPacket::Cancel(key))) =
-            parse_one(startup_packet(CANCEL_REQUEST_CODE, &body))
-        else {
-            panic!("expected a cancel key");
-        };
-        assert_eq!(key.pid, 42);
-        assert!(key.secret_eq(&[1, 2, 3, 4]));
-        assert!(!key.secret_eq(&[1, 2, 3, 5]));
-        assert!(!key.secret_eq(&[1, 2, 3]));
-
-        // protocol 3.2: up to 256 bytes
-        let mut long = 7i32.to_be_bytes().to_vec();
-        long.extend_from_slice(&[9; 256]);
-        let parsed = parse_one(startup_packet(CANCEL_REQUEST_CODE, &long));
-        assert!(matches!(parsed, Ok(Some(InitialPacket::Cancel(k))) if k.secret.len() == 256));
-
-        for bad in [&[][..], &[0, 0, 0, 1][..], &[0, 0][..]] {
-            let parsed = parse_one(startup_packet(CANCEL_REQUEST_CODE, bad));
-            assert!(matches!(parsed, Err(StartupError::Malformed(_))), "{bad:?}");
-        }
-        long.push(0);
-        let parsed = parse_one(startup_packet(CANCEL_REQUEST_CODE, &long));
-        assert!(matches!(parsed, Err(StartupError::Malformed(_))));
-    }
-
-    #[test]
-    fn startup_message_params_and_defaults() {
-        let body = b"user\0bob\0options\0-c x=1\0_pq.foo\0bar\0\0";
-        let mut b = startup_packet(PROTOCOL_3_0 + 2, body);
-        b.put_slice(b"next");
-        let Ok(Some(InitialPacket::Startup(msg))) = parse_initial(&mut b) else {
-            panic!("expected startup");
-        };
-        assert_eq!(&b[..], b"next");
-        assert_eq!((msg.major, msg.minor), (3, 2));
-        assert_eq!(msg.user(), "bob");
-        assert_eq!(msg.database(), "bob");
-        assert_eq!(msg.get("options"), Some("-c x=1"));
-        assert_eq!(msg.protocol_options(), vec!["_pq.foo"]);
-
-        let mut out = BytesMut::new();
-        msg.encode(&mut out);
-        let Ok(Some(InitialPacket::Startup(again))) = parse_initial(&mut out) else {
-            panic!("encode must round-trip");
-        };
-        assert!(out.is_empty());
-        assert_eq!((again.major, again.minor), (3, 0));
-        assert_eq!(again.params.len(), 2);
-        assert!(again.protocol_options().is_empty());
-
-        let b = startup_packet(PROTOCOL_3_0, b"user\0a\0database\0db\0user\0b\0\0");
-        let Ok(Some(InitialPacket::Startup(msg))) = parse_one(b) else {
-            panic!("expected startup");
-        };
-        assert_eq!(msg.user(), "b");
-        assert_eq!(msg.database(), "db");
-    }
-
-    #[test]
-    fn startup_message_errors() {
-        let cases: &[(&[u8], StartupError)] = &[
-            (
-                b"user\0bob\0",
-                StartupError::Malformed("missing NUL terminator"),
-            ),
-            (
-                b"user\0bob",
-                StartupError::Malformed("missing NUL terminator"),
-            ),
-            (
-                b"user\0\0",
-                StartupError::Malformed("missing NUL terminator"),
-            ),
-            (b"user\0", StartupError::Malformed("missing NUL terminator")),
-            (
-                b"user\0bob\0\0x",
-                StartupError::Malformed("expected terminator as last byte"),
-            ),
-            (b"user\0\xff\0\0", StartupError::Malformed("invalid UTF-8")),
-            (b"\0", StartupError::NoUser),
-            (b"user\0\0\0", StartupError::NoUser),
-            (b"database\0d\0\0", StartupError::NoUser),
-            (b"user\0u\0replication\0true\0\0", StartupError::Replication),
-            (
-                b"user\0u\0replication\0database\0\0",
-                StartupError::Replication,
-            ),
-            (b"user\0u\0replication\0o\0\0", StartupError::Replication),
-        ];
-        for (body, want) in cases {
-            let got = parse_one(startup_packet(PROTOCOL_3_0, body));
-            assert_eq!(got.as_ref(), Err(want), "{body:?}");
-        }
-        for ok in ["false", "OFF", "no", "0", "f", "N"] {
-            let body = format!("user\0u\0replication\0{ok}\0\0");
-            let got = parse_one(startup_packet(PROTOCOL_3_0, body.as_bytes()));
-            assert!(matches!(got, Ok(Some(InitialPacket::Startup(_)))), "{ok}");
-        }
-        let got = parse_one(startup_packet(2 << 16, b"user\0u\0\0"));
-        assert_eq!(
-            got,
-            Err(StartupError::UnsupportedVersion { major: 2, minor: 0 })
-        );
-        assert_eq!(StartupError::Replication.sqlstate(), "0A000");
-        assert_eq!(StartupError::NoUser.sqlstate(), "28000");
-        assert_eq!(
-            StartupError::UnsupportedVersion { major: 2, minor: 0 }.sqlstate(),
-            "0A000"
-        );
-    }
-
-    #[test]
-    fn arbitrary_bytes_never_panic() {
-        let mut seed = 0x1234_5678u32;
-        for _ in 0..2000 {
-            let mut b = BytesMut::new();
-            let len = (seed % 40) as usize;
-            b.put_i32(8 + len as i32);
-            b.put_i32(if seed % 3 == 0 {
-                PROTOCOL_3_0
-            } else {
-                CANCEL_REQUEST_CODE
-            });
-            for _ in 0..len {
-                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                b.put_u8(if seed % 4 == 0 { 0 } else { (seed >> 16) as u8 });
-            }
-            let _ = parse_initial(&mut b);
-        }
-    }
-}
+#[path = "startup_tests.rs"]
+mod tests;

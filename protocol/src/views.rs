@@ -173,6 +173,44 @@ pub fn auth_request(body: &[u8]) -> Option<AuthRequest<'_>> {
     })
 }
 
+/// What an authentication request code asks for, in words (for errors about methods the proxy
+/// cannot answer).
+pub fn auth_method_name(code: i32) -> &'static str {
+    match code {
+        0 => "none (trust)",
+        2 => "Kerberos V5",
+        3 => "cleartext password",
+        5 => "MD5 password",
+        6 => "SCM credentials",
+        7 => "GSSAPI",
+        8 => "GSSAPI continuation",
+        9 => "SSPI",
+        10 => "SASL",
+        _ => "unknown",
+    }
+}
+
+/// NegotiateProtocolVersion ('v') body: the newest protocol version the server supports (the
+/// full code, `3 << 16 | minor`) and the protocol options it did not recognise. `None` if the
+/// count does not match the names or bytes follow them.
+pub fn negotiate_protocol_version(body: &[u8]) -> Option<(i32, Vec<&[u8]>)> {
+    let (version, rest) = be_i32(body)?;
+    let (count, mut rest) = be_i32(rest)?;
+    let count = usize::try_from(count).ok()?;
+    // Every name takes at least its NUL: a count larger than the body is a lie, and the
+    // vector is never sized from it.
+    if count > rest.len() {
+        return None;
+    }
+    let mut names = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (name, after) = cstr(rest)?;
+        names.push(name);
+        rest = after;
+    }
+    rest.is_empty().then_some((version, names))
+}
+
 /// Query ('Q') body: the SQL text without its NUL.
 pub fn query_text(body: &[u8]) -> Option<&[u8]> {
     sole_cstr(body)
@@ -277,6 +315,33 @@ mod tests {
         );
         assert_eq!(auth_request(&[0, 0, 0, 7]), Some(AuthRequest::Other(7)));
         assert_eq!(auth_request(&[0, 0, 0]), None);
+        assert_eq!(auth_method_name(7), "GSSAPI");
+        assert_eq!(auth_method_name(9), "SSPI");
+        assert_eq!(auth_method_name(2), "Kerberos V5");
+        assert_eq!(auth_method_name(99), "unknown");
+    }
+
+    #[test]
+    fn negotiate_protocol_version_bodies() {
+        let mut body = bytes::BytesMut::new();
+        crate::build::negotiate_protocol_version(&mut body, 0, &["_pq_.a", "_pq_.b"]);
+        let (version, names) = negotiate_protocol_version(&body[5..]).expect("valid");
+        assert_eq!(version, 3 << 16);
+        assert_eq!(names, vec![&b"_pq_.a"[..], &b"_pq_.b"[..]]);
+        assert_eq!(
+            negotiate_protocol_version(b"\0\x03\0\x02\0\0\0\0"),
+            Some((0x30002, vec![]))
+        );
+        for bad in [
+            &b"\0\x03\0\0\0\0\0\x01"[..],
+            b"\0\x03\0\0\0\0\0\x01a",
+            b"\0\x03\0\0\0\0\0\0x",
+            b"\0\x03\0\0\xff\xff\xff\xff",
+            b"\0\x03\0\0\x7f\xff\xff\xffa\0",
+            b"\0\x03",
+        ] {
+            assert_eq!(negotiate_protocol_version(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

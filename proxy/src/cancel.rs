@@ -21,6 +21,14 @@ pub struct BackendKey {
     pub node: usize,
 }
 
+impl BackendKey {
+    /// False for a connection whose server sent no BackendKeyData: a cancel to it could only
+    /// be a meaningless packet.
+    pub fn can_cancel(&self) -> bool {
+        !self.secret.is_empty()
+    }
+}
+
 struct Entry {
     secret: [u8; 4],
     meta: ClientMeta,
@@ -182,6 +190,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Sends a CancelRequest to a backend on a new connection (bounded in time; errors are only
 /// logged, as PostgreSQL gives the canceller no answer either).
 pub async fn send_cancel(key: Arc<BackendKey>) {
+    if !key.can_cancel() {
+        tracing::debug!(backend = %key.addr, "no cancel key from this server; cancel not sent");
+        return;
+    }
     let result = tokio::time::timeout(Duration::from_secs(5), async {
         let mut s = tokio::net::TcpStream::connect(key.addr).await?;
         let mut b = BytesMut::with_capacity(16 + key.secret.len());
@@ -233,5 +245,34 @@ mod tests {
         drop(h);
         assert!(r.lookup(pid, &[0; 4]).is_none());
         assert!(r.is_empty());
+    }
+
+    #[tokio::test]
+    async fn no_cancel_packet_without_a_backend_key() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut key = BackendKey {
+            addr: listener.local_addr().unwrap(),
+            pid: 0,
+            secret: Vec::new(),
+            node: 0,
+        };
+        assert!(!key.can_cancel());
+        send_cancel(Arc::new(key.clone())).await;
+        let quiet = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(quiet.is_err(), "a keyless server must not be connected to");
+        key.pid = 7;
+        key.secret = vec![1, 2, 3, 4];
+        assert!(key.can_cancel());
+        let sent = tokio::spawn(send_cancel(Arc::new(key)));
+        let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("cancel connection")
+            .unwrap();
+        let mut packet = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut packet)
+            .await
+            .unwrap();
+        sent.await.unwrap();
+        assert_eq!(&packet[8..], &[0, 0, 0, 7, 1, 2, 3, 4]);
     }
 }

@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use pgpivot_protocol::auth::md5::md5_salted;
 use pgpivot_protocol::build;
 use pgpivot_protocol::frame::{read_frame, Frame};
+use pgpivot_protocol::sqlstate;
 use pgpivot_protocol::startup::StartupMessage;
 use pgpivot_protocol::views::{self, AuthRequest, ErrorView};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
@@ -22,6 +23,8 @@ const MAX_LOGIN_MESSAGE: usize = 1 << 20;
 pub struct ServerConn {
     pub stream: TcpStream,
     pub addr: SocketAddr,
+    /// The backend's cancel key; 0 and empty when it sent no BackendKeyData (then nothing can
+    /// be cancelled on it, see `cancel::send_cancel`).
     pub pid: i32,
     pub secret: Vec<u8>,
     /// ParameterStatus, NoticeResponse and the final ReadyForQuery, raw, in arrival order:
@@ -54,6 +57,24 @@ fn describe(frame: &Bytes) -> String {
 }
 
 impl ConnectError {
+    /// pgpivot's own refusal of a login it cannot complete (an authentication method it does not
+    /// speak), built like the server's ErrorResponse so it reaches the client the same way: with
+    /// its SQLSTATE and words, not as "could not connect" (which means the node is unreachable).
+    pub fn refuse(code: &str, message: &str) -> ConnectError {
+        let mut frame = BytesMut::new();
+        build::error_response(
+            &mut frame,
+            &build::ErrorFields {
+                severity: "FATAL",
+                code,
+                message,
+                detail: None,
+                hint: None,
+            },
+        );
+        ConnectError::Refused(frame.freeze())
+    }
+
     /// A 57P03 "the database system is starting up / shutting down / in recovery" is the node's
     /// state, not the client's fault: worth retrying like an unreachable node.
     pub fn is_retryable(&self) -> bool {
@@ -131,6 +152,7 @@ async fn connect_inner(
             }
         }
     }
+    // PostgreSQL always sends one; a server that does not (some poolers) gets no cancels.
     let (pid, secret) = key.unwrap_or((0, Vec::new()));
     Ok(ServerConn {
         stream: conn.stream,
@@ -190,6 +212,38 @@ impl Login {
     /// Reads the next Authentication request, or fails with the server's error.
     async fn next_auth(&mut self) -> Result<Frame, ConnectError> {
         let f = self.next().await?;
+        self.auth_or_error(f)
+    }
+
+    /// The first answer to the startup packet: an Authentication request, possibly preceded by
+    /// a NegotiateProtocolVersion. pgpivot asks for 3.0 without protocol options, so a server
+    /// has nothing to negotiate; one that says it speaks 3.x anyway is harmless and skipped.
+    async fn first_auth(&mut self) -> Result<Frame, ConnectError> {
+        let f = self.next().await?;
+        if f.tag() != b'v' {
+            return self.auth_or_error(f);
+        }
+        let Some((version, options)) = views::negotiate_protocol_version(f.body()) else {
+            return Err(ConnectError::Protocol(
+                "malformed NegotiateProtocolVersion".into(),
+            ));
+        };
+        if version >> 16 != 3 {
+            return Err(ConnectError::Protocol(format!(
+                "the server negotiates protocol {}.{}; pgpivot speaks 3.0",
+                version >> 16,
+                version & 0xffff
+            )));
+        }
+        tracing::debug!(
+            version = format!("{}.{}", version >> 16, version & 0xffff),
+            unrecognized = options.len(),
+            "server sent NegotiateProtocolVersion without being asked; ignored"
+        );
+        self.next_auth().await
+    }
+
+    fn auth_or_error(&self, f: Frame) -> Result<Frame, ConnectError> {
         match f.tag() {
             b'R' => Ok(f),
             b'E' => Err(ConnectError::Refused(f.into_bytes())),
@@ -201,7 +255,7 @@ impl Login {
     }
 
     async fn authenticate(&mut self, user: &str, password: &str) -> Result<(), ConnectError> {
-        let f = self.next_auth().await?;
+        let f = self.first_auth().await?;
         let req = views::auth_request(f.body())
             .ok_or_else(|| ConnectError::Protocol("malformed authentication request".into()))?;
         match req {
@@ -214,16 +268,31 @@ impl Login {
             }
             AuthRequest::Sasl { mechanisms } => {
                 if !mechanisms.contains(&SCRAM_SHA_256) {
-                    return Err(ConnectError::Protocol(format!(
-                        "backend offers SASL mechanisms {mechanisms:?}, none of which pgpivot supports"
-                    )));
+                    return Err(ConnectError::refuse(
+                        sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                        &format!(
+                            "none of the server's SASL authentication mechanisms ({}) are \
+                             supported by pgpivot",
+                            mechanisms.join(", ")
+                        ),
+                    ));
                 }
                 return self.scram(password).await;
             }
-            other => {
-                return Err(ConnectError::Protocol(format!(
-                    "backend asks for an authentication method pgpivot cannot answer ({other:?})"
-                )))
+            AuthRequest::Other(code) => {
+                return Err(ConnectError::refuse(
+                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                    &format!(
+                        "the server requires {} authentication (method {code}), which pgpivot \
+                         does not support",
+                        views::auth_method_name(code)
+                    ),
+                ))
+            }
+            AuthRequest::SaslContinue(_) | AuthRequest::SaslFinal(_) => {
+                return Err(ConnectError::Protocol(
+                    "SASL message from the server before SASL was started".into(),
+                ))
             }
         }
         self.flush().await?;
@@ -263,3 +332,7 @@ impl Login {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "connect_tests.rs"]
+mod tests;

@@ -29,7 +29,9 @@ const FIXED: &[&str] = &[
 const NOT_PARAMS: &[&str] = &["user", "database", "options", "replication"];
 
 pub fn is_settable(name: &str) -> bool {
-    !FIXED.contains(&name) && !NOT_PARAMS.contains(&name) && !name.starts_with("_pq.")
+    !FIXED.contains(&name)
+        && !NOT_PARAMS.contains(&name)
+        && !pgpivot_protocol::startup::is_protocol_option(name)
 }
 
 pub struct Server {
@@ -234,6 +236,10 @@ mod tests {
         assert!(is_settable("application_name"));
         assert!(!is_settable("server_version"));
         assert!(!is_settable("user"));
+        assert!(
+            !is_settable("_pq_.test_option"),
+            "protocol options are not GUCs"
+        );
     }
 
     #[test]

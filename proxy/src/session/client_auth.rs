@@ -110,7 +110,19 @@ impl UserDb {
                 "client selected an invalid SASL authentication mechanism {mechanism:?}"
             )));
         }
-        let data = data.unwrap_or_default();
+        // No initial response (length -1): as PostgreSQL, an empty challenge asks for it, and
+        // the next message carries it.
+        let later;
+        let data = match data {
+            Some(d) => d,
+            None => {
+                out.clear();
+                build::auth_sasl_continue(&mut out, b"");
+                conn.write(&out).await?;
+                later = conn.read_password_message().await?;
+                views::sasl_response(later.body())
+            }
+        };
         let (state, first) = server_first(verifier, data).map_err(|e| map_scram(e, user))?;
         out.clear();
         build::auth_sasl_continue(&mut out, &first);

@@ -25,7 +25,9 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use pgpivot_protocol::build;
 use pgpivot_protocol::sqlstate;
-use pgpivot_protocol::startup::{InitialPacket, StartupMessage};
+use pgpivot_protocol::startup::{
+    InitialPacket, StartupError, StartupMessage, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
@@ -169,10 +171,22 @@ async fn login<S: ClientSocket>(
     peer: Option<std::net::SocketAddr>,
     clients: usize,
 ) -> Result<Option<Login>, SessionError> {
+    // PostgreSQL answers one SSLRequest and one GSSENCRequest, in either order; a repeated one
+    // is read as a startup packet of protocol 1234.5679 / 1234.5680 and refused for its version.
+    let (mut ssl_done, mut gss_done) = (false, false);
     let startup = loop {
         match conn.read_initial().await? {
-            // No TLS yet: refuse, the client continues in plaintext or gives up.
-            InitialPacket::SslRequest | InitialPacket::GssEncRequest => conn.write(b"N").await?,
+            // No TLS or GSS encryption: refuse, the client continues in plaintext or gives up.
+            InitialPacket::SslRequest if !ssl_done => {
+                ssl_done = true;
+                conn.write(b"N").await?
+            }
+            InitialPacket::GssEncRequest if !gss_done => {
+                gss_done = true;
+                conn.write(b"N").await?
+            }
+            InitialPacket::SslRequest => return Err(repeated(SSL_REQUEST_CODE)),
+            InitialPacket::GssEncRequest => return Err(repeated(GSSENC_REQUEST_CODE)),
             InitialPacket::Cancel(key) => {
                 if let Some(target) = ctx.cancels.lookup(key.pid, &key.secret) {
                     send_cancel(target).await;
@@ -182,6 +196,13 @@ async fn login<S: ClientSocket>(
             InitialPacket::Startup(m) => break m,
         }
     };
+    // As PostgreSQL 15: protocol 3.0 is the newest we speak and no `_pq_.*` option is known;
+    // said before anything else about the login, the limit on clients included.
+    if startup.needs_negotiation() {
+        let mut out = BytesMut::new();
+        build::negotiate_protocol_version(&mut out, 0, &startup.protocol_options());
+        conn.write(&out).await?;
+    }
     if clients > ctx.config.load().pool.max_client_conn {
         ctx.metrics.error_sent(Some(sqlstate::TOO_MANY_CONNECTIONS));
         conn.fatal(
@@ -190,12 +211,6 @@ async fn login<S: ClientSocket>(
         )
         .await;
         return Ok(None);
-    }
-    let options = startup.protocol_options();
-    if startup.minor > 0 || !options.is_empty() {
-        let mut out = BytesMut::new();
-        build::negotiate_protocol_version(&mut out, 0, &options);
-        conn.write(&out).await?;
     }
     let user = startup.user().to_string();
     let local = peer.is_none();
@@ -285,6 +300,15 @@ async fn login<S: ClientSocket>(
         params,
         cancel,
     }))
+}
+
+/// A second SSLRequest or GSSENCRequest: PostgreSQL takes its code for a protocol version.
+fn repeated(code: i32) -> SessionError {
+    StartupError::UnsupportedVersion {
+        major: (code >> 16) as u16,
+        minor: (code & 0xffff) as u16,
+    }
+    .into()
 }
 
 /// The greeting for a client that can log in without a server connection: transaction mode

@@ -128,14 +128,10 @@ async fn backend_method_pgpivot_cannot_speak() {
     assert_ne!(&unreachable.0[..2], "28", "{unreachable:?}");
 }
 
-/// PostgreSQL's own "sorry, too many clients already" for a new login through pgpivot.
-///
-/// Ignored until `session/engine.rs` (fixed separately) stops retrying: it takes the server's
-/// 53300 for a node that may come back, retries it like an unreachable one, and once
-/// `primary_wait_timeout` has passed keeps retrying without a pause, so the client gets no
-/// answer at all (seen: nothing within 60 s with a 3 s timeout). Un-ignore with that fix.
+/// PostgreSQL's own "sorry, too many clients already" for a new login through pgpivot: worth
+/// retrying (a slot may free up) until `primary_wait_timeout`, then the client gets the
+/// server's own error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "session/engine.rs retries the server's 53300 past primary_wait_timeout"]
 async fn server_connection_limit_reaches_the_client() {
     // 8 connections, 3 of them for superusers: the app user gets 5; the health-check user is
     // made a superuser so pgpivot's probes keep working while the app slots are full.

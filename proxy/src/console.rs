@@ -125,10 +125,11 @@ async fn login(
     conn: &mut ClientConn<TcpStream>,
 ) -> Result<Option<String>, SessionError> {
     let startup = loop {
-        match conn.read_initial().await? {
-            InitialPacket::SslRequest | InitialPacket::GssEncRequest => conn.write(b"N").await?,
+        match conn.read_startup().await? {
             InitialPacket::Cancel(_) => return Ok(None),
             InitialPacket::Startup(m) => break m,
+            // Encryption requests are answered by `read_startup`.
+            InitialPacket::SslRequest | InitialPacket::GssEncRequest => {}
         }
     };
     let user = startup.user().to_string();

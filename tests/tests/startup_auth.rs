@@ -281,7 +281,19 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ssl_and_one_gssenc_request_like_postgres() {
     let c = start_cluster();
-    let p = start_pivot(&c, PivotOptions::default()).await;
+    let p = start_pivot(
+        &c,
+        PivotOptions {
+            env: vec![
+                ("PGPOOL_ADMIN_USERNAME".into(), "admin".into()),
+                ("PGPOOL_ADMIN_PASSWORD".into(), "adminpw".into()),
+                ("PGPIVOT_ADMIN_ADDR".into(), "127.0.0.1:0".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let console = p.admin_addr.expect("admin console");
     let ssl = wire::untagged(SSL_REQUEST, b"");
     let gss = wire::untagged(GSSENC_REQUEST, b"");
     let fatal = |code: i32| {
@@ -336,6 +348,9 @@ async fn one_ssl_and_one_gssenc_request_like_postgres() {
         } else {
             assert_eq!(from_pg, want, "{what}: PostgreSQL");
             assert_eq!(from_pivot, want, "{what}: pgpivot");
+            // The admin console reads its first packets the same way.
+            let mut adm = tcp(console).await;
+            assert_eq!(exchange(&mut adm, &packets).await, want, "{what}: console");
         }
     }
 }

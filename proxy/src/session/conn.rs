@@ -3,7 +3,9 @@
 
 use bytes::BytesMut;
 use pgpivot_protocol::frame::{read_frame, Frame};
-use pgpivot_protocol::startup::{parse_initial, InitialPacket};
+use pgpivot_protocol::startup::{
+    parse_initial, InitialPacket, StartupError, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -47,6 +49,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
         }
     }
 
+    /// The first packet that is not an encryption request: a startup message or a cancel.
+    /// No TLS or GSS encryption here, so both are refused with 'N' and the client continues
+    /// in plaintext or gives up. As PostgreSQL, one SSLRequest and one GSSENCRequest are
+    /// answered, in either order; a repeated one is read as a startup packet of protocol
+    /// 1234.5679 / 1234.5680 and refused for its version.
+    pub async fn read_startup(&mut self) -> Result<InitialPacket, SessionError> {
+        let (mut ssl_done, mut gss_done) = (false, false);
+        loop {
+            match self.read_initial().await? {
+                InitialPacket::SslRequest if !ssl_done => {
+                    ssl_done = true;
+                    self.write(b"N").await?
+                }
+                InitialPacket::GssEncRequest if !gss_done => {
+                    gss_done = true;
+                    self.write(b"N").await?
+                }
+                InitialPacket::SslRequest => return Err(repeated(SSL_REQUEST_CODE)),
+                InitialPacket::GssEncRequest => return Err(repeated(GSSENC_REQUEST_CODE)),
+                other => return Ok(other),
+            }
+        }
+    }
+
     /// A 'p' message (password, SASLInitialResponse, SASLResponse).
     pub async fn read_password_message(&mut self) -> Result<Frame, SessionError> {
         loop {
@@ -75,4 +101,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
     pub async fn fatal(&mut self, code: &str, message: &str) {
         super::forward::write_fatal(&mut self.stream, code, message).await;
     }
+}
+
+fn repeated(code: i32) -> SessionError {
+    StartupError::UnsupportedVersion {
+        major: (code >> 16) as u16,
+        minor: (code & 0xffff) as u16,
+    }
+    .into()
 }

@@ -25,9 +25,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use pgpivot_protocol::build;
 use pgpivot_protocol::sqlstate;
-use pgpivot_protocol::startup::{
-    InitialPacket, StartupError, StartupMessage, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE,
-};
+use pgpivot_protocol::startup::{InitialPacket, StartupMessage};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
@@ -171,22 +169,8 @@ async fn login<S: ClientSocket>(
     peer: Option<std::net::SocketAddr>,
     clients: usize,
 ) -> Result<Option<Login>, SessionError> {
-    // PostgreSQL answers one SSLRequest and one GSSENCRequest, in either order; a repeated one
-    // is read as a startup packet of protocol 1234.5679 / 1234.5680 and refused for its version.
-    let (mut ssl_done, mut gss_done) = (false, false);
     let startup = loop {
-        match conn.read_initial().await? {
-            // No TLS or GSS encryption: refuse, the client continues in plaintext or gives up.
-            InitialPacket::SslRequest if !ssl_done => {
-                ssl_done = true;
-                conn.write(b"N").await?
-            }
-            InitialPacket::GssEncRequest if !gss_done => {
-                gss_done = true;
-                conn.write(b"N").await?
-            }
-            InitialPacket::SslRequest => return Err(repeated(SSL_REQUEST_CODE)),
-            InitialPacket::GssEncRequest => return Err(repeated(GSSENC_REQUEST_CODE)),
+        match conn.read_startup().await? {
             InitialPacket::Cancel(key) => {
                 if let Some(target) = ctx.cancels.lookup(key.pid, &key.secret) {
                     send_cancel(target).await;
@@ -194,6 +178,8 @@ async fn login<S: ClientSocket>(
                 return Ok(None);
             }
             InitialPacket::Startup(m) => break m,
+            // Encryption requests are answered by `read_startup`.
+            InitialPacket::SslRequest | InitialPacket::GssEncRequest => {}
         }
     };
     // As PostgreSQL 15: protocol 3.0 is the newest we speak and no `_pq_.*` option is known;
@@ -303,14 +289,6 @@ async fn login<S: ClientSocket>(
 }
 
 /// A second SSLRequest or GSSENCRequest: PostgreSQL takes its code for a protocol version.
-fn repeated(code: i32) -> SessionError {
-    StartupError::UnsupportedVersion {
-        major: (code >> 16) as u16,
-        minor: (code & 0xffff) as u16,
-    }
-    .into()
-}
-
 /// The greeting for a client that can log in without a server connection: transaction mode
 /// always; session mode when the only parameters it asks for cannot fail to apply (its first
 /// query attaches the connection, and a bad parameter must be refused at login with the

@@ -10,6 +10,8 @@ use bytes::{BufMut, BytesMut};
 use dashmap::DashMap;
 use tokio::io::AsyncWriteExt;
 
+use crate::session::forward::Shared;
+
 /// Where a cancel for one client must go: a server connection's key, made once per
 /// connection and shared (attaching a client to it is a reference count, not a copy).
 #[derive(Debug, Clone)]
@@ -124,12 +126,14 @@ impl CancelRegistry {
     }
 
     /// Looks up a cancel request's target; `None` if the key is unknown or the secret is wrong.
-    pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<Arc<BackendKey>> {
+    pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
         let e = self.entries.get(&pid)?;
         if secret.len() != 4 || !constant_time_eq(&e.secret, secret) {
             return None;
         }
-        e.session.as_ref()?.backend()
+        let session = e.session.clone()?;
+        let key = session.backend()?;
+        Some(CancelTarget { session, key })
     }
 
     /// Every client now connected.
@@ -187,15 +191,44 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The server connection a client held when its cancel request arrived.
+pub struct CancelTarget {
+    session: Arc<Shared>,
+    pub key: Arc<BackendKey>,
+}
+
+impl CancelTarget {
+    /// Still held by the same client. In transaction mode the connection may go back to the
+    /// pool (and to another client) while the cancel connection is being opened: checked again
+    /// right before the packet is sent, so another client's query is not cancelled.
+    pub fn still_held(&self) -> bool {
+        self.session
+            .backend()
+            .is_some_and(|b| Arc::ptr_eq(&b, &self.key))
+    }
+
+    pub async fn send(self) {
+        send_cancel_if(self.key.clone(), || self.still_held()).await
+    }
+}
+
 /// Sends a CancelRequest to a backend on a new connection (bounded in time; errors are only
 /// logged, as PostgreSQL gives the canceller no answer either).
 pub async fn send_cancel(key: Arc<BackendKey>) {
+    send_cancel_if(key, || true).await
+}
+
+/// As [`send_cancel`], if `still_meant()` holds once the connection is open.
+async fn send_cancel_if(key: Arc<BackendKey>, still_meant: impl Fn() -> bool) {
     if !key.can_cancel() {
         tracing::debug!(backend = %key.addr, "no cancel key from this server; cancel not sent");
         return;
     }
     let result = tokio::time::timeout(Duration::from_secs(5), async {
         let mut s = tokio::net::TcpStream::connect(key.addr).await?;
+        if !still_meant() {
+            return Ok(false);
+        }
         let mut b = BytesMut::with_capacity(16 + key.secret.len());
         b.put_i32(12 + key.secret.len() as i32);
         b.put_i32(pgpivot_protocol::startup::CANCEL_REQUEST_CODE);
@@ -203,11 +236,14 @@ pub async fn send_cancel(key: Arc<BackendKey>) {
         b.put_slice(&key.secret);
         s.write_all(&b).await?;
         s.shutdown().await?;
-        Ok::<_, std::io::Error>(())
+        Ok::<_, std::io::Error>(true)
     })
     .await;
     match result {
-        Ok(Ok(())) => tracing::debug!(backend = %key.addr, pid = key.pid, "cancel request sent"),
+        Ok(Ok(true)) => tracing::debug!(backend = %key.addr, pid = key.pid, "cancel request sent"),
+        Ok(Ok(false)) => {
+            tracing::debug!(backend = %key.addr, pid = key.pid, "connection changed hands; cancel not sent")
+        }
         Ok(Err(e)) => tracing::warn!(backend = %key.addr, error = %e, "cancel request failed"),
         Err(_) => tracing::warn!(backend = %key.addr, "cancel request timed out"),
     }
@@ -235,7 +271,7 @@ mod tests {
             "no server connection held"
         );
         session.set_backend(Some(Arc::new(key)));
-        assert_eq!(r.lookup(h.pid, &h.secret).unwrap().pid, 42);
+        assert_eq!(r.lookup(h.pid, &h.secret).unwrap().key.pid, 42);
         assert_eq!(r.clients(0)[0].node, Some(1));
         assert_eq!(r.clients(0)[0].server_pid, Some(42));
         let mut wrong = h.secret;
@@ -245,6 +281,38 @@ mod tests {
         drop(h);
         assert!(r.lookup(pid, &[0; 4]).is_none());
         assert!(r.is_empty());
+    }
+
+    #[tokio::test]
+    async fn no_cancel_for_a_connection_that_changed_hands() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let key = Arc::new(BackendKey {
+            addr: listener.local_addr().unwrap(),
+            pid: 7,
+            secret: vec![1, 2, 3, 4],
+            node: 0,
+        });
+        let r = CancelRegistry::new();
+        let h = r.register(ClientMeta::default());
+        let session = Arc::new(Shared::new());
+        h.set_session(session.clone());
+        session.set_backend(Some(key.clone()));
+        let target = r.lookup(h.pid, &h.secret).expect("target");
+        assert!(target.still_held());
+        // The client's transaction ends and the connection goes back to the pool.
+        session.set_backend(None);
+        assert!(!target.still_held());
+        let sent = tokio::spawn(target.send());
+        let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("connection")
+            .unwrap();
+        let mut packet = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut packet)
+            .await
+            .unwrap();
+        sent.await.unwrap();
+        assert!(packet.is_empty(), "cancel sent for a released connection");
     }
 
     #[tokio::test]

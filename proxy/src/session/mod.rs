@@ -33,7 +33,7 @@ pub use client_auth::UserDb;
 use conn::ClientConn;
 use params::ClientParams;
 
-use crate::cancel::{send_cancel, CancelRegistry};
+use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::error::SessionError;
 use crate::metrics::{Liveness, Metrics};
@@ -173,7 +173,7 @@ async fn login<S: ClientSocket>(
         match conn.read_startup().await? {
             InitialPacket::Cancel(key) => {
                 if let Some(target) = ctx.cancels.lookup(key.pid, &key.secret) {
-                    send_cancel(target).await;
+                    target.send().await;
                 }
                 return Ok(None);
             }

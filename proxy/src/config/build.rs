@@ -119,6 +119,8 @@ pub(super) fn build(raw: RawSettings) -> Result<Config, ConfigError> {
 const NO_BACKEND_WAIT_UNBOUNDED: &str = "in Pgpool 0 means no timeout, but pgpivot bounds every \
      wait on a backend and 0 would time each one out at once; give a duration";
 
+const MAX_RETRIES: u64 = 100;
+
 fn check_settings(raw: &RawSettings) -> Result<CheckSettings, ConfigError> {
     let text = |key: &str| raw.get(key).map(|v| v.value.clone());
     let user = text("sr_check_user")
@@ -126,6 +128,10 @@ fn check_settings(raw: &RawSettings) -> Result<CheckSettings, ConfigError> {
         .ok_or(ConfigError::Missing("PGPOOL_SR_CHECK_USER"))?;
     let password = text("sr_check_password").or_else(|| text("health_check_password"));
     let timeout = match timeout_ms(raw, "check_timeout_ms", NO_BACKEND_WAIT_UNBOUNDED)? {
+        // Shorter than a loopback login: every probe would time out and every node go down.
+        Some(t) if t < Duration::from_millis(10) => {
+            return Err(invalid(raw, "check_timeout_ms", "must be at least 10 (ms)"));
+        }
         Some(t) => t,
         None => match num(raw, "health_check_timeout")? {
             Some(0) => {
@@ -140,15 +146,18 @@ fn check_settings(raw: &RawSettings) -> Result<CheckSettings, ConfigError> {
     if interval.is_zero() {
         return Err(invalid(raw, "check_interval_ms", "must be at least 1"));
     }
+    // The budget is also how long a fresh pgpivot waits for a silent node before choosing a
+    // primary without it (topology::decide): keep it a number of probes, not forever.
     let max_retries = match num(raw, "health_check_max_retries")? {
         None => 2,
-        Some(n) => u32::try_from(n).map_err(|_| {
-            invalid(
+        Some(n) if n <= MAX_RETRIES => n as u32,
+        Some(_) => {
+            return Err(invalid(
                 raw,
                 "health_check_max_retries",
-                &format!("too large (at most {})", u32::MAX),
-            )
-        })?,
+                &format!("too large (at most {MAX_RETRIES})"),
+            ))
+        }
     };
     Ok(CheckSettings {
         user,

@@ -32,9 +32,24 @@ pub fn classify(name: &str, value: &str) -> Name {
         .iter()
         .find_map(|p| name.strip_prefix(p));
     match rest {
-        Some(rest) if is_service_link(rest, value) => Name::ServiceLink,
+        Some(rest) if is_any_service_link(rest, value) => Name::ServiceLink,
         _ => Name::Unknown,
     }
+}
+
+/// A service link of the Service `pgpivot` (`rest` is the link itself) or of any Service whose
+/// name starts with `pgpivot-` (`rest` is `<REST OF THE NAME>_<link>`, e.g. `METRICS_SERVICE_HOST`
+/// for a Service `pgpivot-metrics`).
+fn is_any_service_link(rest: &str, value: &str) -> bool {
+    std::iter::once(0)
+        .chain(rest.match_indices('_').map(|(i, _)| i + 1))
+        .any(|start| {
+            let service = &rest[..start];
+            service
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                && is_service_link(&rest[start..], value)
+        })
 }
 
 /// The docker-links-style variables Kubernetes sets for every Service in the namespace, after the
@@ -100,6 +115,26 @@ mod tests {
             Name::FileOf("PGPOOL_TLS_CERT_FILE")
         );
         assert_eq!(classify("PGPIVOT_CONFIG_FILE", "/x"), Name::Unknown);
+    }
+
+    #[test]
+    fn service_links_of_other_pgpivot_services() {
+        for (name, value) in [
+            ("PGPIVOT_METRICS_SERVICE_HOST", "10.0.0.8"),
+            ("PGPIVOT_METRICS_SERVICE_PORT_HTTP", "9090"),
+            ("PGPIVOT_ADMIN_CONSOLE_PORT", "tcp://10.0.0.9:9433"),
+            ("PGPIVOT_ADMIN_CONSOLE_PORT_9433_TCP_ADDR", "10.0.0.9"),
+        ] {
+            assert_eq!(classify(name, value), Name::ServiceLink, "{name}");
+        }
+        // Not links: a plain value for a bare _PORT, lower case, a real setting's typo.
+        for (name, value) in [
+            ("PGPIVOT_METRICS_PORT", "9090"),
+            ("PGPIVOT_metrics_SERVICE_HOST", "10.0.0.8"),
+            ("PGPIVOT_CHECK_INTERVAL", "500"),
+        ] {
+            assert_eq!(classify(name, value), Name::Unknown, "{name}");
+        }
     }
 
     #[test]

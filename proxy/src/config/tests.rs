@@ -353,9 +353,17 @@ fn periods_are_accepted_with_a_notice_and_load_balancing_warns() {
 
 #[test]
 fn smaller_checks() {
-    let e = err(&[("PGPOOL_HEALTH_CHECK_MAX_RETRIES", "4294967296")]);
+    for big in ["4294967296", "101"] {
+        let e = err(&[("PGPOOL_HEALTH_CHECK_MAX_RETRIES", big)]);
+        assert!(
+            e.starts_with("PGPOOL_HEALTH_CHECK_MAX_RETRIES: too large"),
+            "{e}"
+        );
+    }
+    assert!(load(&with(&[("PGPOOL_HEALTH_CHECK_MAX_RETRIES", "100")])).is_ok());
+    let e = err(&[("PGPIVOT_CHECK_TIMEOUT_MS", "9")]);
     assert!(
-        e.starts_with("PGPOOL_HEALTH_CHECK_MAX_RETRIES: too large"),
+        e.starts_with("PGPIVOT_CHECK_TIMEOUT_MS: must be at least 10"),
         "{e}"
     );
     let e = err(&[("PGPOOL_BACKEND_NODES", "0:a,128:b")]);

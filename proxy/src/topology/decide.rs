@@ -46,6 +46,13 @@ pub struct Decision {
 
 /// `SET PRIMARY n`, with the newest timeline known when it was given (at least node `n`'s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Overruled {
+    node: usize,
+    by: usize,
+    timeline: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct OperatorChoice {
     node: usize,
     baseline: u32,
@@ -57,6 +64,12 @@ pub struct Decider {
     /// Newest timeline observed on any node, and the node that showed it first.
     newest: Option<(u32, usize)>,
     operator: Option<OperatorChoice>,
+    /// Nodes that answered as primaries when an operator's node won, with the chosen node and
+    /// their timeline then: they stay fenced, even while that node is down or after its choice
+    /// ended, until they are seen in recovery, show a newer timeline (promoted again: a new
+    /// situation) or the operator speaks again (`SET PRIMARY`). Otherwise writes could go to
+    /// one of them while the chosen node is away and back when it returns: two histories.
+    overruled: Vec<Overruled>,
     current: Option<usize>,
     /// The last decision waited for nodes that have not answered yet.
     waiting: bool,
@@ -69,6 +82,7 @@ impl Decider {
             max_retries,
             newest: None,
             operator: None,
+            overruled: Vec::new(),
             current: None,
             waiting: false,
         }
@@ -86,7 +100,7 @@ impl Decider {
 
     /// The node an operator named primary, while that choice holds.
     pub fn operator_primary(&self) -> Option<usize> {
-        self.operator.map(|c| c.node)
+        self.operator.as_ref().map(|c| c.node)
     }
 
     /// `SET PRIMARY n` / `SET PRIMARY AUTO`. Fences the choice created go with it: the next
@@ -97,6 +111,7 @@ impl Decider {
             node,
             baseline: newest.max(self.timeline_of(node)),
         });
+        self.overruled.clear();
     }
 
     fn timeline_of(&self, id: usize) -> u32 {
@@ -151,7 +166,11 @@ impl Decider {
         if self.current.is_some_and(|c| !self.has_node(c)) {
             self.current = None;
         }
-        if self.operator.is_some_and(|c| !self.has_node(c.node)) {
+        if self
+            .operator
+            .as_ref()
+            .is_some_and(|c| !self.has_node(c.node))
+        {
             self.operator = None;
         }
         changed
@@ -173,7 +192,9 @@ impl Decider {
         };
         let answered = matches!(outcome, ProbeOutcome::Ok { .. });
         health::apply(n, outcome, now, ctx);
-        if let (true, Some(tl)) = (answered, n.timeline) {
+        // A detached node is out of the decision, its timeline too: detaching a node promoted
+        // by mistake must be enough to keep the real primary's writes.
+        if let (true, false, Some(tl)) = (answered, n.detached, n.timeline) {
             if tl > self.newest_timeline() {
                 self.newest = Some((tl, id));
             }
@@ -205,11 +226,14 @@ impl Decider {
     /// An operator's choice ends when a timeline newer than any known when it was made
     /// appears: someone promoted a node since, and that is a new situation.
     fn expire_operator_choice(&mut self) {
-        let Some(mut choice) = self.operator else {
+        let Some(node) = self.operator_primary() else {
             return;
         };
-        choice.baseline = choice.baseline.max(self.timeline_of(choice.node));
-        self.operator = Some(choice);
+        let own = self.timeline_of(node);
+        let Some(choice) = self.operator.as_mut() else {
+            return;
+        };
+        choice.baseline = choice.baseline.max(own);
         let Some((newest, on)) = self.newest else {
             return;
         };
@@ -229,7 +253,7 @@ impl Decider {
     fn choose(&mut self) -> Decision {
         self.waiting = false;
         let (newest, seen_on) = self.newest.unwrap_or((0, 0));
-        let op = self.operator.map(|c| c.node);
+        let op = self.operator_primary();
         let pinned = self
             .nodes
             .iter()
@@ -247,6 +271,24 @@ impl Decider {
             {
                 n.fenced = Some(format!(
                     "primary on timeline {tl}, older than timeline {newest} seen on node {seen_on}"
+                ));
+            }
+        }
+        // Nodes an operator's choice overruled (see `overruled`).
+        let nodes = &mut self.nodes;
+        self.overruled.retain(|o| {
+            nodes.iter().find(|n| n.id == o.node).is_some_and(|n| {
+                n.in_recovery != Some(true) && n.timeline.unwrap_or(0) <= o.timeline
+            })
+        });
+        for o in &self.overruled {
+            if let Some(n) = nodes
+                .iter_mut()
+                .find(|n| n.id == o.node && n.fenced.is_none())
+            {
+                n.fenced = Some(format!(
+                    "an operator named node {} primary over it (SET PRIMARY n or AUTO lifts this)",
+                    o.by
                 ));
             }
         }
@@ -271,11 +313,18 @@ impl Decider {
                 ))
             };
         }
-        // The operator's node wins while it answers as a primary; when it does not (down, or a
-        // standby), the rules below decide as if there were no choice, so a node the choice
-        // overruled is not left fenced with nobody to take the writes.
+        // The operator's node wins while it answers as a primary. When it does not (down, or a
+        // standby), the rules below decide among the nodes it did not overrule.
         if let Some(op) = op.filter(|op| candidates.iter().any(|c| c.0 == *op)) {
-            self.fence_candidates(op, &format!("an operator named node {op} primary"));
+            let fenced = self.fence_candidates(op, &format!("an operator named node {op} primary"));
+            for node in fenced {
+                let timeline = self.timeline_of(node);
+                self.overruled.push(Overruled {
+                    node,
+                    by: op,
+                    timeline,
+                });
+            }
             return chosen(op);
         }
         if self.current.is_none() {
@@ -321,6 +370,17 @@ impl Decider {
             .map(|c| c.0)
             .collect();
         if let [winner] = at_top[..] {
+            if op.is_some() && self.current != Some(winner) {
+                // A primary the choice never saw (promoted while the operator's node was away):
+                // a new situation, as with a newer timeline.
+                tracing::warn!(
+                    node = op,
+                    new_primary = winner,
+                    "the operator's choice of primary ends: another node became primary while \
+                     the chosen one was unavailable"
+                );
+                self.operator = None;
+            }
             return chosen(winner);
         }
         let ids: Vec<String> = at_top.iter().map(|i| i.to_string()).collect();
@@ -331,8 +391,9 @@ impl Decider {
         ))
     }
 
-    /// Fences every other node that is up as a primary.
-    fn fence_candidates(&mut self, winner: usize, why: &str) {
+    /// Fences every other node that is up as a primary; returns them.
+    fn fence_candidates(&mut self, winner: usize, why: &str) -> Vec<usize> {
+        let mut fenced = Vec::new();
         for n in &mut self.nodes {
             if n.id != winner
                 && n.health == Health::Up
@@ -340,8 +401,10 @@ impl Decider {
                 && n.fenced.is_none()
             {
                 n.fenced = Some(why.to_string());
+                fenced.push(n.id);
             }
         }
+        fenced
     }
 }
 

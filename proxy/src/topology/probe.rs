@@ -80,12 +80,23 @@ async fn run(host: &str, port: u16, check: &CheckSettings) -> Result<Answer, Pro
     // timeout drops the probe mid-query (a hung server), the socket goes with it and nothing is
     // left behind waiting for an answer.
     let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        r = client.simple_query(PROBE_SQL) => r.map_err(classify),
-        ended = &mut conn => Err(match ended {
-            Err(e) => classify(e),
-            Ok(()) => ProbeOutcome::Refused("connection closed during the probe".into()),
-        }),
+    let result = {
+        let mut query = std::pin::pin!(client.simple_query(PROBE_SQL));
+        tokio::select! {
+        r = &mut query => r.map_err(classify),
+        ended = &mut conn => {
+            // A server that ends the session says why first (57P01 when someone terminates the
+            // probe's backend): the query holds that answer, which must not be read as a
+            // refused connection (down at once).
+            match tokio::time::timeout(Duration::from_millis(100), &mut query).await {
+                Ok(Err(e)) if e.as_db_error().is_some() => Err(classify(e)),
+                _ => Err(match ended {
+                    Err(e) => classify(e),
+                    Ok(()) => ProbeOutcome::Refused("connection closed during the probe".into()),
+                }),
+            }
+        }
+        }
     };
     drop(client);
     // Without a client the connection says goodbye (Terminate) and ends; bound it anyway.

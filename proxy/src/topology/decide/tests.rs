@@ -208,15 +208,66 @@ fn operator_fences_go_with_the_choice() {
     assert_eq!(r.primary, None);
     assert!(r.reason.unwrap().contains("split brain"));
     assert!(d.nodes[1].fenced.is_none());
-    // Chosen again, then the operator's node dies: the node it overruled is not left fenced
-    // with nobody to take the writes; it is the only primary on the newest timeline.
+    // Chosen again, then the operator's node dies: the node it overruled stays fenced, so
+    // writes do not go to node 1 meanwhile and back to node 0 when it returns (two histories).
     d.set_operator_primary(Some(0));
     assert_eq!(d.decide().primary, Some(0));
-    assert_eq!(round(&mut d, vec![(0, refused())]).primary, Some(1));
+    let r = round(&mut d, vec![(0, refused())]);
+    assert_eq!(r.primary, None);
+    assert!(d.nodes[1].fenced.as_deref().unwrap().contains("operator"));
+    for _ in 0..RISE {
+        round(&mut d, vec![(0, ok(false, 2)), (1, ok(false, 2))]);
+    }
+    assert_eq!(d.decide().primary, Some(0));
+    // The overruled node rejoins as a standby: its fence ends with that.
+    round(&mut d, vec![(1, ok(true, 2))]);
     assert!(d.nodes[1].fenced.is_none());
+    round(&mut d, vec![(1, ok(false, 2))]);
+    assert_eq!(d.decide().primary, Some(0), "still the operator's choice");
     // Naming a standby routes nothing to it while it is in recovery.
+    d.set_operator_primary(None);
+    round(&mut d, vec![(0, refused())]);
+    assert_eq!(d.decide().primary, Some(1));
     d.set_operator_primary(Some(2));
     assert_eq!(d.decide().primary, Some(1));
+    assert_eq!(
+        d.operator_primary(),
+        Some(2),
+        "waits for node 2's promotion"
+    );
+}
+
+#[test]
+fn a_detached_node_does_not_set_the_newest_timeline() {
+    let mut d = decider(2);
+    round(&mut d, vec![(0, ok(false, 2)), (1, ok(true, 2))]);
+    assert_eq!(d.decide().primary, Some(0));
+    // Node 1 promoted by mistake; the operator detaches it: node 0 keeps the writes.
+    d.set_detached(1, true).unwrap();
+    assert_eq!(round(&mut d, vec![(1, ok(false, 3))]).primary, Some(0));
+    assert_eq!(d.newest_timeline(), 2);
+}
+
+#[test]
+fn a_primary_promoted_while_the_chosen_node_is_away_ends_the_choice() {
+    let mut d = decider(3);
+    round(
+        &mut d,
+        vec![(0, ok(false, 2)), (1, ok(false, 2)), (2, ok(true, 2))],
+    );
+    d.set_operator_primary(Some(0));
+    assert_eq!(d.decide().primary, Some(0));
+    assert_eq!(round(&mut d, vec![(0, refused())]).primary, None);
+    // Node 2 promoted on a reused timeline number (no newer timeline to end the choice).
+    assert_eq!(round(&mut d, vec![(2, ok(false, 2))]).primary, Some(2));
+    assert_eq!(d.operator_primary(), None);
+    // Node 1, overruled by the ended choice, stays fenced.
+    assert_eq!(round(&mut d, vec![(1, ok(false, 2))]).primary, Some(2));
+    // Node 0 returning does not take the writes back: a tie on timeline 2 is not guessed.
+    for _ in 0..RISE {
+        round(&mut d, vec![(0, ok(false, 2)), (2, ok(false, 2))]);
+    }
+    assert_ne!(d.decide().primary, Some(0));
 }
 
 #[test]

@@ -153,3 +153,32 @@ async fn a_probe_cut_off_by_its_timeout_leaves_no_connection_behind() {
         "the timed-out probe's connection stayed open"
     );
 }
+
+#[tokio::test]
+async fn a_probe_session_terminated_mid_query_counts_toward_the_budget() {
+    // pg_terminate_backend on the probe's own session: FATAL 57P01, then the server closes.
+    // That says nothing about the node (design section 3): not "refused", not down at once.
+    for _ in 0..5 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut s = accept_startup(&l).await;
+            s.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0, b'Z', 0, 0, 0, 5, b'I'])
+                .await
+                .unwrap();
+            assert_eq!(s.read_u8().await.unwrap(), b'Q');
+            let reply = error_response(
+                "57P01",
+                "terminating connection due to administrator command",
+            );
+            s.write_all(&reply).await.unwrap();
+            drop(s);
+        });
+        let outcome = probe("127.0.0.1", port, &check(2000)).await;
+        assert!(!outcome.is_down_at_once(), "{outcome:?}");
+        assert!(
+            matches!(&outcome, ProbeOutcome::Error(e) if e.starts_with("57P01")),
+            "{outcome:?}"
+        );
+    }
+}

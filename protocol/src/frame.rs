@@ -162,7 +162,14 @@ impl Scanner {
         }
         loop {
             let rest = &buf[pos..];
-            let Some((tag, len)) = header(rest, self.max)? else {
+            let head = match header(rest, self.max) {
+                Ok(head) => head,
+                // What precedes a bad header is passed first and the error comes on the next
+                // call, so it is found at the same offset however the stream was split.
+                Err(_) if pos > 0 => return Ok(Scan::Pass(pos)),
+                Err(e) => return Err(e),
+            };
+            let Some((tag, len)) = head else {
                 return Ok(if pos > 0 {
                     Scan::Pass(pos)
                 } else {
@@ -290,6 +297,39 @@ mod tests {
         ));
         let mut b = BytesMut::from(&huge[..]);
         assert!(read_frame(&mut b, 100).is_err());
+    }
+
+    /// Found by the `frame_scanner` fuzz target: a bad header after whole messages in the same
+    /// read made the scanner drop the messages before it (already counted by the callback), so
+    /// the error's offset depended on how the stream was split.
+    #[test]
+    fn bad_header_is_reported_after_what_precedes_it() {
+        let mut stream = msg(b'S', b"");
+        stream.extend_from_slice(&[b'Q', 0, 0, 0, 3]);
+        let mut sc = Scanner::new(100);
+        let mut asked = 0;
+        let mut count = |_| {
+            asked += 1;
+            false
+        };
+        assert_eq!(sc.scan(&stream, &mut count), Ok(Scan::Pass(5)));
+        assert!(matches!(
+            sc.scan(&stream[5..], &mut count),
+            Err(FrameError::InvalidLength { len: 3, .. })
+        ));
+        assert_eq!(asked, 1, "the Sync was declined once");
+
+        // The same after the tail of a message passed in pieces.
+        let mut sc = Scanner::new(100);
+        let big = msg(b'D', &[7; 20]);
+        assert_eq!(sc.scan(&big[..10], |_| false), Ok(Scan::Pass(10)));
+        let mut rest = big[10..].to_vec();
+        rest.extend_from_slice(&[b'Q', 0x7f, 0, 0, 0]);
+        assert_eq!(sc.scan(&rest, |_| false), Ok(Scan::Pass(big.len() - 10)));
+        assert!(matches!(
+            sc.scan(&rest[big.len() - 10..], |_| false),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]

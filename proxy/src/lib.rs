@@ -10,6 +10,8 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_hooks;
 pub mod idle_limit;
 pub mod metrics;
 pub mod pause;

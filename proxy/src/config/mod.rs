@@ -5,7 +5,7 @@ mod build;
 mod names;
 mod nodes;
 mod notice;
-mod pgpool_conf;
+pub(crate) mod pgpool_conf;
 mod settings;
 mod source;
 mod toml_file;

@@ -1,7 +1,8 @@
-//! Benchmark hook, not an API: the forwarding pumps' synchronous half (scan, bookkeeping,
-//! prepared-statement rewriting, staging) driven without sockets, exactly as
+//! Benchmark and fuzzing hook, not an API: the forwarding pumps' synchronous half (scan,
+//! bookkeeping, prepared-statement rewriting, staging) driven without sockets, exactly as
 //! `forward::client_to_server` and `forward::server_to_client` drive it after each read, so
-//! `cargo bench -p pgpivot-benches` can time it and count its allocations.
+//! `cargo bench -p pgpivot-benches` can time it and count its allocations, and the
+//! `session_pumps` fuzz target can feed it arbitrary traffic.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use pgpivot_protocol::frame::Scanner;
 
-use super::forward::{ClientSide, ServerSide, Shared};
+use super::forward::{ClientSide, ServerSide, Shared, SERVER_MAX_MESSAGE};
 use super::params::ClientParams;
 use super::staging::{stage_client_bytes, stage_server_bytes};
 use crate::metrics::Metrics;
@@ -25,6 +26,7 @@ pub struct Pumps {
     server_fatal: bool,
     counters: NodeCounters,
     metrics: Metrics,
+    client_max: usize,
 }
 
 impl Default for Pumps {
@@ -35,44 +37,66 @@ impl Default for Pumps {
 
 impl Pumps {
     pub fn new() -> Pumps {
+        Self::with_limits(1 << 30, SERVER_MAX_MESSAGE)
+    }
+
+    /// Largest message accepted from the client (`max_message_bytes`) and from the server.
+    pub fn with_limits(client_max: usize, server_max: usize) -> Pumps {
+        let mut server = ServerSide::new();
+        server.scan = Scanner::new(server_max);
         Pumps {
             client: ClientSide {
                 buf: BytesMut::with_capacity(8 * 1024),
-                scan: Scanner::new(1 << 30),
+                scan: Scanner::new(client_max),
                 out: BytesMut::with_capacity(8 * 1024),
             },
-            server: ServerSide::new(),
+            server,
             shared: Shared::new(),
             server_params: HashMap::new(),
             client_params: ClientParams::new(Arc::default()),
             server_fatal: false,
             counters: NodeCounters::default(),
             metrics: Metrics::new(),
+            client_max,
         }
     }
 
     /// Client bytes arrive (as one read): staged for the server. Returns the staged bytes,
     /// what the pump would write to the server.
     pub fn client_read(&mut self, bytes: &[u8]) -> &[u8] {
+        match self.try_client_read(bytes) {
+            Ok(out) => out,
+            Err(end) => panic!("client pump ended: {end}"),
+        }
+    }
+
+    /// [`Pumps::client_read`], or why the pump would end the session (a malformed message).
+    pub fn try_client_read(&mut self, bytes: &[u8]) -> Result<&[u8], String> {
         self.client.buf.extend_from_slice(bytes);
-        let pos = match stage_client_bytes(
+        let (pos, _) = stage_client_bytes(
             &mut self.client,
             &self.shared,
-            1 << 30,
+            self.client_max,
             Some(&self.counters),
-        ) {
-            Ok((pos, _)) => pos,
-            Err(end) => panic!("client pump ended: {end:?}"),
-        };
+        )
+        .map_err(|end| format!("{end:?}"))?;
         self.client.buf.advance(pos);
-        &self.client.out
+        Ok(&self.client.out)
     }
 
     /// Server bytes arrive (as one read): staged for the client. Returns what the pump would
     /// write to the client.
     pub fn server_read(&mut self, bytes: &[u8]) -> &[u8] {
+        match self.try_server_read(bytes) {
+            Ok(out) => out,
+            Err(end) => panic!("server pump ended: {end}"),
+        }
+    }
+
+    /// [`Pumps::server_read`], or why the pump would end the session.
+    pub fn try_server_read(&mut self, bytes: &[u8]) -> Result<&[u8], String> {
         self.server.buf.extend_from_slice(bytes);
-        let pos = match stage_server_bytes(
+        let pos = stage_server_bytes(
             &mut self.server,
             &self.shared,
             &mut self.server_params,
@@ -80,11 +104,9 @@ impl Pumps {
             &mut self.server_fatal,
             Some(&self.counters),
             &self.metrics,
-        ) {
-            Ok(pos) => pos,
-            Err(end) => panic!("server pump ended: {end}"),
-        };
+        )
+        .map_err(|end| end.to_string())?;
         self.server.buf.advance(pos);
-        &self.server.out
+        Ok(&self.server.out)
     }
 }

@@ -33,7 +33,7 @@ const CLIENT_CHUNK: usize = 8 * 1024;
 const SERVER_CHUNK: usize = 16 * 1024;
 /// Server messages are bounded by PostgreSQL itself (1 GB fields); this only guards against a
 /// corrupt length.
-const SERVER_MAX_MESSAGE: usize = i32::MAX as usize;
+pub(super) const SERVER_MAX_MESSAGE: usize = i32::MAX as usize;
 /// PostgreSQL reads Terminate with its 10 kB small-message limit; a larger one is a violation.
 pub(super) const MAX_TERMINATE: usize = 10_000;
 

@@ -3,12 +3,12 @@
 //!
 //! Invariants: nothing is consumed until a whole packet is there (every shorter prefix waits);
 //! exactly the declared length is consumed; nothing over the 10 kB cap is waited for or accepted;
-//! a StartupMessage re-encodes to one that parses back to the same parameters (minus `_pq.*`).
+//! a StartupMessage re-encodes to one that parses back to the same parameters (minus `_pq_.*`).
 
 use bytes::BytesMut;
 use pgpivot_protocol::startup::{
-    parse_initial, InitialPacket, CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, MAX_STARTUP_LEN,
-    SSL_REQUEST_CODE,
+    is_protocol_option, parse_initial, InitialPacket, CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE,
+    MAX_STARTUP_LEN, SSL_REQUEST_CODE,
 };
 
 pub fn run(data: &[u8]) {
@@ -90,7 +90,7 @@ fn check_packet(packet: &InitialPacket, raw: &[u8]) {
             let kept: Vec<_> = msg
                 .params
                 .iter()
-                .filter(|(k, _)| !k.starts_with("_pq."))
+                .filter(|(k, _)| !is_protocol_option(k))
                 .cloned()
                 .collect();
             assert_eq!(again.params, kept);

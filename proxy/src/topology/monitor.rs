@@ -284,7 +284,7 @@ fn publish(
                     to = n.node_id,
                     addr = %n.addr(),
                     timeline = n.timeline.unwrap_or(0),
-                    gap_ms = ?gap_ms,
+                    gap_ms = %OptMs(gap_ms),
                     "failover: writes now go to the new primary"
                 ),
             }
@@ -303,8 +303,8 @@ fn log_role_changes(before: &[(Role, Option<String>)], after: &[NodeView]) {
                 to = n.role.as_str(),
                 health = n.health.as_str(),
                 timeline = n.timeline.unwrap_or(0),
-                since_good_probe_ms = ?ms_since(n.checks.last_success),
-                probe_ms = ?n.last_latency.map(|d| d.as_millis() as u64),
+                since_good_probe_ms = %OptMs(ms_since(n.checks.last_success)),
+                probe_ms = %OptMs(n.last_latency.map(|d| d.as_millis() as u64)),
                 fenced = n.fenced.as_deref().unwrap_or(""),
                 error = n.last_error.as_deref().unwrap_or(""),
                 "node role changed"
@@ -355,7 +355,7 @@ fn log_health(prev: &Seen, n: &NodeView, budget: u32) {
             role = n.role.as_str(),
             timeline = n.timeline.unwrap_or(0),
             failures = n.consecutive_failures,
-            since_good_probe_ms = ?ms_since(n.checks.last_success),
+            since_good_probe_ms = %OptMs(ms_since(n.checks.last_success)),
             error,
             "node down"
         ),
@@ -368,7 +368,7 @@ fn log_health(prev: &Seen, n: &NodeView, budget: u32) {
                 None => "unknown",
             },
             timeline = n.timeline.unwrap_or(0),
-            down_ms = ?(was == Health::Down).then(|| ms_since(Some(prev.since))).flatten(),
+            down_ms = %OptMs((was == Health::Down).then(|| ms_since(Some(prev.since))).flatten()),
             "node up"
         ),
     }
@@ -377,4 +377,16 @@ fn log_health(prev: &Seen, n: &NodeView, budget: u32) {
 fn ms_since(t: Option<SystemTime>) -> Option<u64> {
     t.and_then(|t| t.elapsed().ok())
         .map(|d| d.as_millis() as u64)
+}
+
+/// Milliseconds in a log line: the number, or `-` when unknown (not `Some(12)` / `None`).
+struct OptMs(Option<u64>);
+
+impl std::fmt::Display for OptMs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ms) => write!(f, "{ms}"),
+            None => f.write_str("-"),
+        }
+    }
 }

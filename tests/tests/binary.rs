@@ -351,3 +351,89 @@ async fn shutdown_on_the_console_drains_and_exits() {
         "sessions ended"
     );
 }
+
+/// Waits until the log holds a line with every one of `parts`; returns that line.
+async fn log_line(log: &std::path::Path, parts: &[&str], within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {parts:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_is_logged_once_with_node_timeline_and_gap() {
+    let cluster = Cluster::start(ClusterOptions::default()).expect("cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, listen, log) = start_binary(&cluster, dir.path(), 4000);
+    let found = log_line(
+        &log,
+        &["primary found", "node=0", "timeline=1"],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(found.contains("standbys=[1]"), "{found}");
+    cluster.kill9(0).expect("kill the primary");
+    let lost = log_line(
+        &log,
+        &["primary lost", "lost=0", "timeline=1"],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(lost.contains("reason="), "{lost}");
+    log_line(
+        &log,
+        &["node down", "node=0", "role=\"primary\""],
+        Duration::from_secs(1),
+    )
+    .await;
+    cluster.promote(1).expect("promote");
+    let failover = log_line(
+        &log,
+        &[
+            "failover: writes now go to the new primary",
+            "from=0",
+            "to=1",
+            "timeline=2",
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    let gap: u64 = failover
+        .split("gap_ms=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no gap in ms: {failover}"));
+    assert!(gap > 0 && gap < 60_000, "{failover}");
+    log_line(
+        &log,
+        &[
+            "node role changed",
+            "node=1",
+            "from=\"standby\"",
+            "to=\"primary\"",
+            "timeline=2",
+        ],
+        Duration::from_secs(1),
+    )
+    .await;
+    // One line per event, not one per probe.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(text.matches("failover: writes now go").count(), 1, "{text}");
+    assert_eq!(text.matches("primary lost").count(), 1, "{text}");
+    let client = connect(&conn_string(&listen))
+        .await
+        .expect("connect after the failover");
+    client.simple_query("SELECT 1").await.unwrap();
+    signal(&child, libc::SIGINT);
+    let _ =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(5))).await;
+}

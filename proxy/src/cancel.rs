@@ -302,17 +302,26 @@ mod tests {
         // The client's transaction ends and the connection goes back to the pool.
         session.set_backend(None);
         assert!(!target.still_held());
-        let sent = tokio::spawn(target.send());
+        let packet = received(&listener, target.send()).await;
+        assert!(packet.is_empty(), "cancel sent for a released connection");
+    }
+
+    /// What the fake server at `listener` reads on the one connection `sending` makes.
+    async fn received(
+        listener: &tokio::net::TcpListener,
+        sending: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Vec<u8> {
+        let sent = tokio::spawn(sending);
         let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
             .await
-            .expect("connection")
+            .expect("cancel connection")
             .unwrap();
         let mut packet = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut s, &mut packet)
             .await
             .unwrap();
         sent.await.unwrap();
-        assert!(packet.is_empty(), "cancel sent for a released connection");
+        packet
     }
 
     #[tokio::test]
@@ -331,16 +340,7 @@ mod tests {
         key.pid = 7;
         key.secret = vec![1, 2, 3, 4];
         assert!(key.can_cancel());
-        let sent = tokio::spawn(send_cancel(Arc::new(key)));
-        let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
-            .await
-            .expect("cancel connection")
-            .unwrap();
-        let mut packet = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut packet)
-            .await
-            .unwrap();
-        sent.await.unwrap();
+        let packet = received(&listener, send_cancel(Arc::new(key))).await;
         assert_eq!(&packet[8..], &[0, 0, 0, 7, 1, 2, 3, 4]);
     }
 }

@@ -77,6 +77,19 @@ pub fn db_error(e: &tokio_postgres::Error) -> (String, String, String) {
     (code, db.severity().to_string(), db.message().to_string())
 }
 
+/// A new client on `conn` inserts row `id` into `pgpivot_probe`; returns the node that stored
+/// it (the table's `node` default names the server it lives on).
+pub async fn insert_row(conn: &str, id: i64) -> anyhow::Result<String> {
+    let c = crate::connect(conn).await?;
+    let row = c
+        .query_one(
+            "INSERT INTO pgpivot_probe (id) VALUES ($1) RETURNING node",
+            &[&id],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// The server error a login with `conn` must fail with.
 pub async fn connect_err(conn: &str) -> (String, String, String) {
     match tokio_postgres::connect(conn, tokio_postgres::NoTls).await {

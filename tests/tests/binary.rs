@@ -184,62 +184,26 @@ async fn sigterm_drains_lets_transactions_finish_and_ends_idle_sessions() {
     assert!(log_text.contains("primary found"), "{log_text}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigint_ends_sessions_at_once() {
-    let cluster = Cluster::start(ClusterOptions::default()).expect("cluster");
-    let dir = tempfile::tempdir().unwrap();
-    // A drain bound far above the test's own: a SIGINT that drained like SIGTERM would wait
-    // for the open transaction and fail the 5 s bound below.
-    let (mut child, listen, _log) = start_binary(&cluster, dir.path(), 120_000);
-    let (client, connection) =
-        tokio_postgres::connect(&conn_string(&listen), tokio_postgres::NoTls)
-            .await
-            .expect("connect");
+/// A client inside a transaction, and the task driving its connection.
+async fn client_in_transaction(
+    listen: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, connection) = tokio_postgres::connect(&conn_string(listen), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     let driver = tokio::spawn(connection);
     client.simple_query("BEGIN").await.unwrap();
-    signal(&child, libc::SIGINT);
-    let ended = tokio::time::timeout(Duration::from_secs(5), driver)
-        .await
-        .expect("session ended promptly")
-        .unwrap();
-    let err = ended.expect_err("FATAL expected");
-    assert_eq!(
-        err.code(),
-        Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN),
-        "{err}"
-    );
-    let status = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(5)))
-        .await
-        .unwrap();
-    assert!(status.is_some(), "pgpivot still running after SIGINT");
+    (client, driver)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigint_during_a_drain_ends_it_at_once() {
-    let cluster = Cluster::start(ClusterOptions::default()).expect("cluster");
-    let dir = tempfile::tempdir().unwrap();
-    let (mut child, listen, log) = start_binary(&cluster, dir.path(), 120_000);
-    let (client, connection) =
-        tokio_postgres::connect(&conn_string(&listen), tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-    let driver = tokio::spawn(connection);
-    client.simple_query("BEGIN").await.unwrap();
-    signal(&child, libc::SIGTERM);
-    // The drain waits for the open transaction (bound: 120 s) ...
-    let draining_by = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("draining")
-    {
-        assert!(std::time::Instant::now() < draining_by, "no drain started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    client
-        .simple_query("SELECT 1")
-        .await
-        .expect("the transaction goes on during the drain");
-    // ... until the operator hurries it.
+/// After SIGINT: the session ends within 5 s with 57P01, then the process exits.
+async fn ends_at_once_after_sigint(
+    mut child: std::process::Child,
+    driver: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
     signal(&child, libc::SIGINT);
     let ended = tokio::time::timeout(Duration::from_secs(5), driver)
         .await
@@ -255,6 +219,34 @@ async fn sigint_during_a_drain_ends_it_at_once() {
         .await
         .unwrap();
     assert!(status.is_some(), "pgpivot still running after SIGINT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_ends_sessions_at_once() {
+    let cluster = Cluster::start(ClusterOptions::default()).expect("cluster");
+    let dir = tempfile::tempdir().unwrap();
+    // A drain bound far above the test's own: a SIGINT that drained like SIGTERM would wait
+    // for the open transaction and fail the 5 s bound.
+    let (child, listen, _log) = start_binary(&cluster, dir.path(), 120_000);
+    let (_client, driver) = client_in_transaction(&listen).await;
+    ends_at_once_after_sigint(child, driver).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_a_drain_ends_it_at_once() {
+    let cluster = Cluster::start(ClusterOptions::default()).expect("cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let (child, listen, log) = start_binary(&cluster, dir.path(), 120_000);
+    let (client, driver) = client_in_transaction(&listen).await;
+    signal(&child, libc::SIGTERM);
+    // The drain waits for the open transaction (bound: 120 s) ...
+    log_line(&log, &["draining"], Duration::from_secs(10)).await;
+    client
+        .simple_query("SELECT 1")
+        .await
+        .expect("the transaction goes on during the drain");
+    // ... until the operator hurries it.
+    ends_at_once_after_sigint(child, driver).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

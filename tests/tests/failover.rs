@@ -3,21 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use pgpivot_tests::e2e::insert_row;
 use pgpivot_tests::{connect, Cluster, ClusterOptions, Pivot, PivotOptions};
 
 fn cluster() -> Cluster {
     Cluster::start(ClusterOptions::default()).expect("cluster start")
-}
-
-async fn insert(conn: &str, id: i64) -> anyhow::Result<String> {
-    let c = connect(conn).await?;
-    let row = c
-        .query_one(
-            "INSERT INTO pgpivot_probe (id) VALUES ($1) RETURNING node",
-            &[&id],
-        )
-        .await?;
-    Ok(row.get(0))
 }
 
 /// Polls `pg_is_in_recovery()` on a standby directly, every ~10 ms, and returns when it first
@@ -74,7 +64,7 @@ async fn writes_reach_the_promoted_standby_within_one_probe_interval() {
     };
     let pivot = Pivot::start(&cluster, opts).await.expect("pgpivot");
     assert_eq!(pivot.primary(), Some(0));
-    assert_eq!(insert(&pivot.conn_string(), 1).await.unwrap(), "node0");
+    assert_eq!(insert_row(&pivot.conn_string(), 1).await.unwrap(), "node0");
 
     cluster.kill9(0).expect("kill primary");
     // pgpivot notices a refused probe at once: no primary until the promotion.
@@ -93,7 +83,7 @@ async fn writes_reach_the_promoted_standby_within_one_probe_interval() {
     let routed = tokio::spawn(routed_to(topology, 1));
     let conn = pivot.conn_string();
     let writer = tokio::spawn(async move {
-        let node = insert(&conn, 2).await;
+        let node = insert_row(&conn, 2).await;
         (node, Instant::now())
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -152,7 +142,7 @@ async fn connections_opened_during_the_gap_wait_for_the_new_primary() {
     let waiters: Vec<_> = (0..5)
         .map(|i| {
             let conn = conn.clone();
-            tokio::spawn(async move { insert(&conn, 100 + i).await })
+            tokio::spawn(async move { insert_row(&conn, 100 + i).await })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -306,7 +296,7 @@ async fn nothing_is_sent_to_a_demoted_primary_by_a_running_session() {
         "stale primary got a write"
     );
     assert_eq!(
-        insert(&pivot.conn_string(), 3)
+        insert_row(&pivot.conn_string(), 3)
             .await
             .expect("new session writes"),
         "node1"

@@ -9,17 +9,11 @@ use std::time::{Duration, Instant};
 
 use pgpivot::server::Running;
 use pgpivot::topology::{Health, Topology};
-use pgpivot_tests::{connect, pivot_env, Cluster, ClusterOptions, Pivot, PivotOptions};
+use pgpivot_tests::e2e::insert_row;
+use pgpivot_tests::{pivot_env, Cluster, ClusterOptions, Pivot, PivotOptions};
 
 async fn write(pivot: &Pivot, id: i64) -> anyhow::Result<String> {
-    let c = pivot.client().await?;
-    let row = c
-        .query_one(
-            "INSERT INTO pgpivot_probe (id) VALUES ($1) RETURNING node",
-            &[&id],
-        )
-        .await?;
-    Ok(row.get(0))
+    insert_row(&pivot.conn_string(), id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,18 +217,6 @@ async fn until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A client through pgpivot: connect, insert, return the node that stored the row.
-async fn write_via(conn: String, id: i64) -> anyhow::Result<String> {
-    let c = connect(&conn).await?;
-    let row = c
-        .query_one(
-            "INSERT INTO pgpivot_probe (id) VALUES ($1) RETURNING node",
-            &[&id],
-        )
-        .await?;
-    Ok(row.get(0))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_pgpivot_waits_for_the_late_new_primary_instead_of_the_stale_one() {
     let cluster = logging_cluster(1);
@@ -248,7 +230,7 @@ async fn a_fresh_pgpivot_waits_for_the_late_new_primary_instead_of_the_stale_one
     let topology = running.topology();
     let stop = Arc::new(AtomicBool::new(false));
     let routes = watch_routes(topology.clone(), stop.clone());
-    let client = tokio::spawn(write_via(conn, 100));
+    let client = tokio::spawn(async move { insert_row(&conn, 100).await });
 
     // The stale node answers; pgpivot must still wait for node 1.
     until("node 0 answers", Duration::from_secs(10), || {
@@ -307,7 +289,7 @@ async fn a_standby_on_the_new_timeline_keeps_the_stale_primary_fenced_when_the_n
     let topology = running.topology();
     let stop = Arc::new(AtomicBool::new(false));
     let routes = watch_routes(topology.clone(), stop.clone());
-    let client = tokio::spawn(write_via(conn, 100));
+    let client = tokio::spawn(async move { insert_row(&conn, 100).await });
 
     until("node 1 declared down", Duration::from_secs(15), || {
         let n = topology.nodes();

@@ -168,8 +168,8 @@ fn tie_means_no_writes_until_operator_decides() {
     assert_eq!(d.nodes[1].role, Role::StalePrimary);
 }
 
-#[test]
-fn operator_choice_ends_when_a_node_shows_a_newer_timeline() {
+/// Nodes 0 and 1 primaries on timeline 2 (a tie), node 2 a standby; the operator named node 0.
+fn tie_settled_by_the_operator() -> Decider {
     let mut d = decider(3);
     round(
         &mut d,
@@ -177,6 +177,12 @@ fn operator_choice_ends_when_a_node_shows_a_newer_timeline() {
     );
     d.set_operator_primary(Some(0));
     assert_eq!(d.decide().primary, Some(0));
+    d
+}
+
+#[test]
+fn operator_choice_ends_when_a_node_shows_a_newer_timeline() {
+    let mut d = tie_settled_by_the_operator();
     assert!(d.nodes[1].fenced.is_some());
     // A genuine promotion later: node 2 on timeline 3 takes the writes, the choice is over.
     let r = round(&mut d, vec![(2, ok(false, 3))]);
@@ -194,13 +200,7 @@ fn operator_choice_ends_when_a_node_shows_a_newer_timeline() {
 
 #[test]
 fn operator_fences_go_with_the_choice() {
-    let mut d = decider(3);
-    round(
-        &mut d,
-        vec![(0, ok(false, 2)), (1, ok(false, 2)), (2, ok(true, 2))],
-    );
-    d.set_operator_primary(Some(0));
-    assert_eq!(d.decide().primary, Some(0));
+    let mut d = tie_settled_by_the_operator();
     assert!(d.nodes[1].fenced.is_some());
     // SET PRIMARY AUTO: re-evaluated from the timelines, the tie is back (no guess).
     d.set_operator_primary(None);
@@ -250,13 +250,7 @@ fn a_detached_node_does_not_set_the_newest_timeline() {
 
 #[test]
 fn a_primary_promoted_while_the_chosen_node_is_away_ends_the_choice() {
-    let mut d = decider(3);
-    round(
-        &mut d,
-        vec![(0, ok(false, 2)), (1, ok(false, 2)), (2, ok(true, 2))],
-    );
-    d.set_operator_primary(Some(0));
-    assert_eq!(d.decide().primary, Some(0));
+    let mut d = tie_settled_by_the_operator();
     assert_eq!(round(&mut d, vec![(0, refused())]).primary, None);
     // Node 2 promoted on a reused timeline number (no newer timeline to end the choice).
     assert_eq!(round(&mut d, vec![(2, ok(false, 2))]).primary, Some(2));

@@ -5,5 +5,6 @@
 pub mod md5;
 pub mod scram;
 
-/// The only SASL mechanism offered: there is no TLS yet, so no `SCRAM-SHA-256-PLUS`.
+/// The only SASL mechanism offered, over TLS too: no channel binding (`SCRAM-SHA-256-PLUS`) is
+/// implemented, and offering it without would make a `y` client see a downgrade.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";

@@ -7,7 +7,10 @@
 //! needs a new dependency otherwise: SASLprep + PBKDF2 (`gen_salted_password`), which falls back to
 //! the raw password when SASLprep fails, exactly like PostgreSQL.
 //!
-//! No TLS yet, so no channel binding: gs2 flags `n` and `y` are accepted, `p` is refused.
+//! No channel binding, also over TLS: only `SCRAM-SHA-256` is offered, never `-PLUS`. So gs2
+//! flag `n` is accepted, and `y` too (RFC 5802: the client could bind but believes the server
+//! cannot — true here; PostgreSQL's auth-scram.c calls `y` a downgrade only when it offered
+//! PLUS), and `p` is refused (binding to something never offered).
 
 use std::fmt;
 
@@ -35,7 +38,7 @@ pub enum ScramError {
     /// Authorization identities and mandatory extensions, which PostgreSQL refuses too.
     #[error("unsupported SCRAM feature: {0}")]
     Unsupported(&'static str),
-    /// `p=` flag (no TLS, so nothing to bind to) or a `c=` that does not match the gs2 header.
+    /// `p=` flag (PLUS is never offered, so nothing to bind to) or a `c=` that does not match the gs2 header.
     #[error("SCRAM channel binding check failed")]
     ChannelBinding,
     #[error("SCRAM nonce mismatch")]

@@ -58,7 +58,7 @@ async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
             console_session(ctx, conn, first, peer).await
         }
         Some(crate::tls::Opened::Tls(conn, first)) => {
-            console_session(ctx, conn, Some(first), peer).await
+            console_session(ctx, *conn, Some(first), peer).await
         }
     }
 }

@@ -63,6 +63,10 @@ async fn psql_client_certificates_show_clients_and_pgbench_over_tls() {
     assert!(ok, "sslmode=require: {err}");
     assert!(out.contains("SSL connection (protocol: TLSv1."), "{out}");
     assert_eq!(psql_ok(&require, "SELECT 40 + 2").await, "42\n");
+    // A reply much larger than the socket buffers arrives whole: the last TLS records of a burst
+    // must not stay queued in rustls after the socket was full.
+    let big = psql_ok(&require, "SELECT repeat('x', 8000000), 'end'").await;
+    assert_eq!(big.len(), 8_000_000 + "|end\n".len());
     // verify-full: the certificate chains to the CA and names localhost.
     let verify = format!(
         "{} sslmode=verify-full sslrootcert={}",

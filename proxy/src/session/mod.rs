@@ -141,7 +141,7 @@ pub async fn run_tcp(ctx: Arc<Ctx>, stream: tokio::net::TcpStream, peer: std::ne
         None => {}
         Some(crate::tls::Opened::Plain(conn, first)) => run(&ctx, conn, first, Some(peer), n).await,
         Some(crate::tls::Opened::Tls(conn, first)) => {
-            run(&ctx, conn, Some(first), Some(peer), n).await
+            run(&ctx, *conn, Some(first), Some(peer), n).await
         }
     }
 }

@@ -23,8 +23,8 @@ const TLS_HANDSHAKE: u8 = 0x16;
 pub enum Opened {
     /// Plaintext; with its first packet when it had to be read to look for an SSLRequest.
     Plain(ClientConn<TcpStream>, Option<InitialPacket>),
-    /// TLS, with the first packet read inside it.
-    Tls(ClientConn<TlsStream<TcpStream>>, InitialPacket),
+    /// TLS, with the first packet read inside it (boxed: a rustls connection is over 1 kB).
+    Tls(Box<ClientConn<TlsStream<TcpStream>>>, InitialPacket),
 }
 
 /// Opens a client connection. Without TLS nothing is read here (the plaintext path is what it
@@ -101,7 +101,7 @@ async fn inside(
     metrics: &Metrics,
 ) -> Option<Opened> {
     match conn.read_startup(false).await {
-        Ok(Opening::Packet(p)) => Some(Opened::Tls(conn, p)),
+        Ok(Opening::Packet(p)) => Some(Opened::Tls(Box::new(conn), p)),
         // `read_startup(false)` does not offer TLS.
         Ok(Opening::Tls) => None,
         Err(SessionError::Io(_)) => None,

@@ -14,8 +14,8 @@ use crate::session::{ClientSocket, Readable};
 
 impl ClientSocket for TlsStream<TcpStream> {
     type Read = TlsRead;
-    type Write = TlsWrite;
-    fn into_halves(self) -> (TlsRead, TlsWrite) {
+    type Write = TlsWrite<WriteHalf<TlsStream<TcpStream>>>;
+    fn into_halves(self) -> (TlsRead, Self::Write) {
         let (r, w) = tokio::io::split(self);
         (
             TlsRead(r),
@@ -66,13 +66,13 @@ impl Readable for TlsRead {
 /// half reports a write only once its bytes have left for the socket: when the flush is pending
 /// it returns `Pending` and remembers the accepted count, and `write_all`'s retry with the same
 /// buffer gets that count once the flush completes.
-pub struct TlsWrite {
-    inner: WriteHalf<TlsStream<TcpStream>>,
+pub struct TlsWrite<W> {
+    inner: W,
     /// Bytes accepted but not yet flushed: (buffer address, buffer length, count accepted).
     unflushed: Option<(usize, usize, usize)>,
 }
 
-impl AsyncWrite for TlsWrite {
+impl<W: AsyncWrite + Unpin> AsyncWrite for TlsWrite<W> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -105,5 +105,67 @@ impl AsyncWrite for TlsWrite {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::AsyncWriteExt;
+
+    /// Accepts every write (like rustls's queue); its flush is pending `stalls` times first.
+    struct Queueing {
+        queued: Vec<u8>,
+        sent: Vec<u8>,
+        stalls: usize,
+        flushes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncWrite for Queueing {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.queued.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+            if self.stalls > 0 {
+                self.stalls -= 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let q = std::mem::take(&mut self.queued);
+            self.sent.extend_from_slice(&q);
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn write_all_returns_only_once_the_bytes_left() {
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let mut w = TlsWrite {
+            inner: Queueing {
+                queued: Vec::new(),
+                sent: Vec::new(),
+                stalls: 3,
+                flushes: flushes.clone(),
+            },
+            unflushed: None,
+        };
+        w.write_all(b"reply").await.unwrap();
+        // Nothing left queued, written exactly once, after the stalled flushes.
+        assert_eq!(w.inner.sent, b"reply");
+        assert!(w.inner.queued.is_empty());
+        assert_eq!(flushes.load(Ordering::Relaxed), 4);
+        w.write_all(b" more").await.unwrap();
+        assert_eq!(w.inner.sent, b"reply more");
     }
 }

@@ -385,8 +385,8 @@ pub const SETTINGS: &[Setting] = &[
         "tls_prefer_server_ciphers",
         "PGPOOL_TLS_PREFER_SERVER_CIPHERS",
         Bool,
-        Some("no"),
-        "choose the cipher suite by the server's order rather than the client's",
+        Some("yes"),
+        "choose the cipher suite by the server's order rather than the client's (Bitnami: yes)",
     ),
     s(
         "tls_required",

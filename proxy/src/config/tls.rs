@@ -36,7 +36,8 @@ pub fn tls_config(raw: &RawSettings) -> Result<(Option<TlsConfig>, bool), Config
         &cert_file,
         &key_file,
         ca_file.as_deref(),
-        flag("tls_prefer_server_ciphers").unwrap_or(false),
+        // Bitnami's default.
+        flag("tls_prefer_server_ciphers").unwrap_or(true),
     )
     .map_err(|e| match e {
         LoadError::Cert(r) => invalid(raw, "tls_cert_file", &r),

@@ -225,14 +225,6 @@ async fn login<S: ClientSocket>(
         // Encryption requests are answered by `read_startup`, never returned.
         InitialPacket::SslRequest | InitialPacket::GssEncRequest => return Ok(None),
     };
-    // PGPIVOT_TLS_REQUIRED: said before anything about the login, as pg_hba.conf's verdict.
-    if !conn.tls && !crate::tls::open::plaintext_allowed(ctx.config.load().tls_required, peer) {
-        return Err(SessionError::TlsRequired {
-            host: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
-            user: startup.user().to_string(),
-            database: startup.database().to_string(),
-        });
-    }
     // As PostgreSQL 15: protocol 3.0 is the newest we speak and no `_pq_.*` option is known;
     // said before anything else about the login, the limit on clients included.
     if startup.needs_negotiation() {
@@ -248,6 +240,15 @@ async fn login<S: ClientSocket>(
         )
         .await;
         return Ok(None);
+    }
+    // PGPIVOT_TLS_REQUIRED: pg_hba.conf's verdict, where PostgreSQL
+    // gives it: after protocol negotiation and the client limit, before authentication.
+    if !conn.tls && !crate::tls::open::plaintext_allowed(ctx.config.load().tls_required, peer) {
+        return Err(SessionError::TlsRequired {
+            host: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+            user: startup.user().to_string(),
+            database: startup.database().to_string(),
+        });
     }
     let user = startup.user().to_string();
     let local = peer.is_none();

@@ -65,7 +65,10 @@ impl Readable for TlsRead {
 /// a flush; the sessions write with `write_all` and never flush, so a reply could stall. This
 /// half reports a write only once its bytes have left for the socket: when the flush is pending
 /// it returns `Pending` and remembers the accepted count, and `write_all`'s retry with the same
-/// buffer gets that count once the flush completes.
+/// buffer gets that count once the flush completes. The retry is recognized by the buffer's
+/// address and length: a pending write whose future is dropped, followed by another write of
+/// the very same buffer region, would be taken for its retry — the sessions drop a client write
+/// only when they end, so that never happens.
 pub struct TlsWrite<W> {
     inner: W,
     /// Bytes accepted but not yet flushed: (buffer address, buffer length, count accepted).

@@ -74,6 +74,18 @@ async fn psql_client_certificates_show_clients_and_pgbench_over_tls() {
         certs.path("ca.crt")
     );
     assert_eq!(psql_ok(&verify, "SELECT 'verified'").await, "verified\n");
+    // SCRAM-SHA-256-PLUS: libpq checks the tls-server-end-point binding (and refuses to bind
+    // without TLS); channel_binding=prefer (libpq's default) above already used it.
+    let bound = format!("{require} channel_binding=require");
+    assert_eq!(psql_ok(&bound, "SELECT 'bound'").await, "bound\n");
+    let unbound = format!("{require} channel_binding=disable");
+    assert_eq!(psql_ok(&unbound, "SELECT 'unbound'").await, "unbound\n");
+    let (ok, _, err) = run_psql(
+        &format!("{conn} sslmode=disable channel_binding=require"),
+        "SELECT 1",
+    )
+    .await;
+    assert!(!ok && err.contains("channel binding"), "{err}");
     // A client certificate from the configured CA is accepted (the password is still asked).
     let with_cert = format!(
         "{require} sslcert={} sslkey={}",
@@ -200,7 +212,7 @@ async fn raw_handshakes() {
         error_field(&body, b'M')
     );
 
-    // Direct TLS with ALPN `postgresql`: the login starts (SASL offer, no -PLUS).
+    // Direct TLS with ALPN `postgresql`: the login starts (SASL offer, PLUS first as PostgreSQL).
     let mut tls = client::direct(p.addr, &certs, Some(b"postgresql"))
         .await
         .unwrap();
@@ -210,7 +222,7 @@ async fn raw_handshakes() {
     let (tag, body) = client::next(&mut tls).await.expect("auth request");
     assert_eq!(tag, b'R');
     assert_eq!(&body[..4], &10i32.to_be_bytes(), "SASL");
-    assert_eq!(&body[4..], b"SCRAM-SHA-256\0\0");
+    assert_eq!(&body[4..], b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
     // Without ALPN: refused inside TLS.
     let mut tls = client::direct(p.addr, &certs, None).await.unwrap();
     let (tag, body) = client::next(&mut tls).await.expect("an error");
@@ -288,7 +300,11 @@ async fn reload_rotates_the_certificate() {
     let running = p.running.as_ref().unwrap();
     running.reload().await.expect("reload");
     assert_eq!(client::served_certificate(p.addr, &certs).await, second);
-    let require = format!("{} sslmode=require", p.conn_string());
+    // channel_binding=require: the binding data follows the rotated certificate.
+    let require = format!(
+        "{} sslmode=require channel_binding=require",
+        p.conn_string()
+    );
     assert_eq!(psql_ok(&require, "SELECT 'rotated'").await, "rotated\n");
 
     // A broken key: RELOAD answers the error, naming the variable; the good certificate stays.

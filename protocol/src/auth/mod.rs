@@ -5,6 +5,7 @@
 pub mod md5;
 pub mod scram;
 
-/// The only SASL mechanism offered, over TLS too: no channel binding (`SCRAM-SHA-256-PLUS`) is
-/// implemented, and offering it without would make a `y` client see a downgrade.
+/// The SASL mechanism always offered.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+/// Offered first over TLS, as PostgreSQL does: channel binding `tls-server-end-point`.
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";

@@ -7,10 +7,10 @@
 //! needs a new dependency otherwise: SASLprep + PBKDF2 (`gen_salted_password`), which falls back to
 //! the raw password when SASLprep fails, exactly like PostgreSQL.
 //!
-//! No channel binding, also over TLS: only `SCRAM-SHA-256` is offered, never `-PLUS`. So gs2
-//! flag `n` is accepted, and `y` too (RFC 5802: the client could bind but believes the server
-//! cannot — true here; PostgreSQL's auth-scram.c calls `y` a downgrade only when it offered
-//! PLUS), and `p` is refused (binding to something never offered).
+//! Channel binding `tls-server-end-point` (RFC 5929) when the proxy offers
+//! `SCRAM-SHA-256-PLUS` over TLS ([`Binding`]): the gs2 flags are judged as PostgreSQL's
+//! auth-scram.c does — `p` only with PLUS chosen, `y` (the client could bind but believes the
+//! server cannot) accepted only when PLUS was not offered, otherwise a downgrade.
 
 use std::fmt;
 
@@ -38,7 +38,7 @@ pub enum ScramError {
     /// Authorization identities and mandatory extensions, which PostgreSQL refuses too.
     #[error("unsupported SCRAM feature: {0}")]
     Unsupported(&'static str),
-    /// `p=` flag (PLUS is never offered, so nothing to bind to) or a `c=` that does not match the gs2 header.
+    /// A gs2 flag that does not fit what was offered and chosen (see [`Binding`]) or a `c=` that does not match the gs2 header.
     #[error("SCRAM channel binding check failed")]
     ChannelBinding,
     #[error("SCRAM nonce mismatch")]
@@ -206,8 +206,9 @@ impl fmt::Display for ScramVerifier {
 
 /// Server state between the server-first and client-final messages.
 pub struct ScramServerState {
-    /// Expected `c=` value: base64 of the gs2 header, "biws" (`n,,`) or "eSws" (`y,,`).
-    channel_binding: &'static str,
+    /// Expected `c=` value: base64 of the gs2 header ("biws" for `n,,`, "eSws" for `y,,`) and,
+    /// with PLUS, the binding data.
+    channel_binding: String,
     /// Client nonce + server nonce.
     nonce: String,
     client_first_bare: Vec<u8>,
@@ -241,10 +242,53 @@ pub fn server_first(
     verifier: &ScramVerifier,
     client_first: &[u8],
 ) -> Result<(ScramServerState, Vec<u8>), ScramError> {
-    let (channel_binding, after_flag) = match client_first {
-        [b'n', b',', rest @ ..] => ("biws", rest),
-        [b'y', b',', rest @ ..] => ("eSws", rest),
-        [b'p', b'=', ..] => return Err(ScramError::ChannelBinding),
+    server_first_bound(verifier, client_first, Binding::NotOffered)
+}
+
+/// What the server offered and the client chose, for the gs2 header check.
+#[derive(Debug, Clone, Copy)]
+pub enum Binding<'a> {
+    /// Only `SCRAM-SHA-256` was offered (no TLS, or no usable certificate hash).
+    NotOffered,
+    /// `SCRAM-SHA-256-PLUS` was offered, the client chose `SCRAM-SHA-256`.
+    OfferedNotChosen,
+    /// The client chose `SCRAM-SHA-256-PLUS`: the `tls-server-end-point` data (the hash of the
+    /// server's certificate).
+    Chosen(&'a [u8]),
+}
+
+/// The gs2 header prefix PLUS requires.
+const TLS_SERVER_END_POINT: &[u8] = b"p=tls-server-end-point,";
+
+/// [`server_first`] knowing what was offered and chosen.
+pub fn server_first_bound(
+    verifier: &ScramVerifier,
+    client_first: &[u8],
+    binding: Binding<'_>,
+) -> Result<(ScramServerState, Vec<u8>), ScramError> {
+    let (channel_binding, after_flag) = match (client_first, binding) {
+        ([b'n', b',', rest @ ..], Binding::NotOffered | Binding::OfferedNotChosen) => {
+            ("biws".to_string(), rest)
+        }
+        ([b'y', b',', rest @ ..], Binding::NotOffered) => ("eSws".to_string(), rest),
+        // The client could bind and we offered it: someone removed PLUS from the offer.
+        ([b'y', b',', ..], Binding::OfferedNotChosen) => return Err(ScramError::ChannelBinding),
+        (cf, Binding::Chosen(data)) if cf.starts_with(TLS_SERVER_END_POINT) => {
+            // The header as sent (`p=tls-server-end-point,,`; an authzid is refused below).
+            let header = client_first
+                .get(..TLS_SERVER_END_POINT.len() + 1)
+                .ok_or(ScramError::Malformed("invalid gs2 header"))?;
+            let mut cbind = header.to_vec();
+            cbind.extend_from_slice(data);
+            (
+                STANDARD.encode(cbind),
+                &client_first[TLS_SERVER_END_POINT.len()..],
+            )
+        }
+        // PLUS chosen without binding data, binding data without PLUS, another binding type.
+        ([b'n' | b'y', b',', ..], Binding::Chosen(_)) | ([b'p', b'=', ..], _) => {
+            return Err(ScramError::ChannelBinding)
+        }
         _ => return Err(ScramError::Malformed("invalid gs2 channel-binding flag")),
     };
     let bare = match after_flag {
@@ -522,5 +566,46 @@ mod tests {
                 let _ = state.verify_final(&msg);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod binding_tests {
+    use super::*;
+
+    const CF: &[u8] = b",n=,r=abcdef";
+
+    fn first(flag: &[u8], b: Binding<'_>) -> Result<String, ScramError> {
+        let v = ScramVerifier::from_password("pw");
+        let cf = [flag, CF].concat();
+        server_first_bound(&v, &cf, b).map(|(st, _)| st.channel_binding)
+    }
+
+    #[test]
+    fn gs2_flags_judged_as_postgres() {
+        let hash: &[u8] = b"HASH";
+        // Not offered: n and y fine, p refused.
+        assert_eq!(first(b"n,", Binding::NotOffered).unwrap(), "biws");
+        assert_eq!(first(b"y,", Binding::NotOffered).unwrap(), "eSws");
+        let p = b"p=tls-server-end-point,";
+        assert_eq!(
+            first(p, Binding::NotOffered),
+            Err(ScramError::ChannelBinding)
+        );
+        // Offered, SCRAM-SHA-256 chosen: y is a downgrade, n fine, p refused.
+        assert_eq!(first(b"n,", Binding::OfferedNotChosen).unwrap(), "biws");
+        let o = Binding::OfferedNotChosen;
+        assert_eq!(first(b"y,", o), Err(ScramError::ChannelBinding));
+        assert_eq!(first(p, o), Err(ScramError::ChannelBinding));
+        // PLUS chosen: only p=tls-server-end-point, and c= carries header + hash.
+        let c = Binding::Chosen(hash);
+        let expected = STANDARD.encode(b"p=tls-server-end-point,,HASH");
+        assert_eq!(first(p, c).unwrap(), expected);
+        assert_eq!(first(b"n,", c), Err(ScramError::ChannelBinding));
+        assert_eq!(first(b"y,", c), Err(ScramError::ChannelBinding));
+        assert_eq!(first(b"p=tls-unique,", c), Err(ScramError::ChannelBinding));
+        // A truncated header does not panic.
+        let v = ScramVerifier::from_password("pw");
+        assert!(server_first_bound(&v, b"p=tls-server-end-point,", c).is_err());
     }
 }

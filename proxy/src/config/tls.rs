@@ -32,7 +32,7 @@ pub fn tls_config(raw: &RawSettings) -> Result<(Option<TlsConfig>, bool), Config
     let cert_file = path("tls_cert_file").ok_or(ConfigError::Missing("PGPOOL_TLS_CERT_FILE"))?;
     let key_file = path("tls_key_file").ok_or(ConfigError::Missing("PGPOOL_TLS_KEY_FILE"))?;
     let ca_file = path("tls_ca_file");
-    let config = crate::tls::load(
+    let (config, end_point) = crate::tls::load(
         &cert_file,
         &key_file,
         ca_file.as_deref(),
@@ -50,6 +50,7 @@ pub fn tls_config(raw: &RawSettings) -> Result<(Option<TlsConfig>, bool), Config
             key_file,
             ca_file,
             acceptor: tokio_rustls::TlsAcceptor::from(config),
+            end_point: end_point.map(Into::into),
         }),
         required,
     ))

@@ -20,6 +20,9 @@ pub struct ClientConn<S> {
     deadline: Instant,
     /// Inside TLS: another SSLRequest or a GSSENCRequest is a protocol error, as in PostgreSQL.
     pub tls: bool,
+    /// Inside TLS: the `tls-server-end-point` data of the certificate this client was served,
+    /// when `SCRAM-SHA-256-PLUS` can be offered.
+    pub channel_binding: Option<std::sync::Arc<[u8]>>,
 }
 
 /// What the opening of a connection came to.
@@ -38,14 +41,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
             buf: BytesMut::with_capacity(1024),
             deadline,
             tls: false,
+            channel_binding: None,
         }
     }
 
     /// The connection after a TLS handshake (its plaintext buffer was empty, so nothing carries
     /// over).
-    pub fn encrypted(stream: S, deadline: Instant) -> Self {
+    pub fn encrypted(
+        stream: S,
+        deadline: Instant,
+        channel_binding: Option<std::sync::Arc<[u8]>>,
+    ) -> Self {
         ClientConn {
             tls: true,
+            channel_binding,
             ..Self::new(stream, deadline)
         }
     }

@@ -23,14 +23,15 @@ pub enum LoadError {
 /// Builds the server configuration: certificate chain, its key (PKCS#8, PKCS#1/RSA or SEC1/EC),
 /// and, with a CA, optional client-certificate verification. `prefer_server_ciphers` is Pgpool's
 /// `ssl_prefer_server_ciphers`. ALPN `postgresql` is offered (libpq 17 sends it; direct TLS
-/// requires it).
+/// requires it). Also returns the certificate's `tls-server-end-point` binding data.
 pub fn load(
     cert: &Path,
     key: &Path,
     ca: Option<&Path>,
     prefer_server_ciphers: bool,
-) -> Result<Arc<ServerConfig>, LoadError> {
+) -> Result<(Arc<ServerConfig>, Option<Vec<u8>>), LoadError> {
     let chain = certs(cert).map_err(LoadError::Cert)?;
+    let end_point = super::end_point_hash(&chain[0]);
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| LoadError::Key(format!("{}: {}", key.display(), pem_error(e))))?;
     // The ring provider explicitly: no process-wide default to install or to conflict over.
@@ -59,7 +60,7 @@ pub fn load(
         .map_err(|e| LoadError::Key(format!("does not fit the certificate: {e}")))?;
     config.alpn_protocols = vec![super::ALPN_POSTGRESQL.to_vec()];
     config.ignore_client_order = prefer_server_ciphers;
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), end_point))
 }
 
 /// Every certificate in a PEM file; none at all is an error (a key file given as the

@@ -82,7 +82,7 @@ async fn handshake(
     tls: &TlsConfig,
 ) -> Option<ClientConn<TlsStream<TcpStream>>> {
     match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
-        Ok(Ok(s)) => Some(ClientConn::encrypted(s, deadline)),
+        Ok(Ok(s)) => Some(ClientConn::encrypted(s, deadline, tls.end_point.clone())),
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
             None

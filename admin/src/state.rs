@@ -114,6 +114,8 @@ pub struct ClientInfo {
     pub application_name: String,
     pub addr: String,
     pub connected_at: Option<SystemTime>,
+    /// TLS version and cipher suite (as PgBouncer's `tls` column); empty in plaintext.
+    pub tls: String,
     /// "idle", "active" (holds a server connection) or "waiting" (for one).
     pub state: &'static str,
     pub server_pid: Option<i32>,

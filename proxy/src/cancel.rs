@@ -47,6 +47,8 @@ pub struct ClientMeta {
     pub application_name: String,
     /// `None` for the unix socket.
     pub addr: Option<std::net::SocketAddr>,
+    /// TLS version and cipher suite when the client talks TLS (SHOW CLIENTS `tls`).
+    pub tls: Option<String>,
     pub connected_at: Option<std::time::SystemTime>,
 }
 

@@ -11,12 +11,12 @@ use pgpivot_admin::{Flow, Responder, Surface};
 use pgpivot_protocol::build;
 use pgpivot_protocol::frame::header;
 use pgpivot_protocol::startup::InitialPacket;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
 use crate::error::SessionError;
-use crate::session::conn::ClientConn;
+use crate::session::conn::{ClientConn, Opening};
 use crate::session::{Ctx, UserDb};
 
 /// Admin commands are short; a larger message is a mistake or an attack.
@@ -44,9 +44,32 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tasks: TaskTracker) {
 }
 
 async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
+    let (deadline, tls) = {
+        let config = ctx.config.load();
+        (
+            tokio::time::Instant::now() + config.authentication_timeout,
+            config.tls.clone(),
+        )
+    };
+    // The same TLS as the data port (same acceptor); PGPIVOT_TLS_REQUIRED applies here too.
+    match crate::tls::open::open(stream, peer, deadline, tls.as_ref(), &ctx.metrics).await {
+        None => {}
+        Some(crate::tls::Opened::Plain(conn, first)) => {
+            console_session(ctx, conn, first, peer).await
+        }
+        Some(crate::tls::Opened::Tls(conn, first)) => {
+            console_session(ctx, *conn, Some(first), peer).await
+        }
+    }
+}
+
+async fn console_session<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: Arc<Ctx>,
+    mut conn: ClientConn<S>,
+    first: Option<InitialPacket>,
+    peer: SocketAddr,
+) {
     let config = ctx.config.load_full();
-    let deadline = tokio::time::Instant::now() + config.authentication_timeout;
-    let mut conn = ClientConn::new(stream, deadline);
     // The admin user as configured now (RELOAD may have changed its password).
     let Some(admin) = config.admin.user.as_ref() else {
         conn.fatal(
@@ -56,9 +79,19 @@ async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
         .await;
         return;
     };
+    if !conn.tls && config.tls_required {
+        let e = SessionError::TlsRequired {
+            host: peer.ip().to_string(),
+            user: String::new(),
+            database: String::new(),
+        };
+        tracing::warn!(%peer, error = %e, "admin console login refused");
+        conn.fatal(e.sqlstate(), &e.to_string()).await;
+        return;
+    }
     let users = UserDb::admin(admin);
     drop(config);
-    let user = match login(&users, &mut conn).await {
+    let user = match login(&users, &mut conn, first).await {
         Ok(Some(user)) => user,
         Ok(None) | Err(SessionError::Io(_)) => return,
         Err(e) => {
@@ -90,6 +123,7 @@ async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
                     },
                 );
                 let _ = stream.write_all(&fatal).await;
+                let _ = stream.flush().await;
                 return;
             }
             Ok(Some((tag, len))) if buf.len() >= len => {
@@ -98,7 +132,9 @@ async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
                     .handle(tag, &buf[5..len], &*ctx, b'I', &mut out)
                     .await;
                 buf.advance(len);
-                if !out.is_empty() && stream.write_all(&out).await.is_err() {
+                if !out.is_empty()
+                    && (stream.write_all(&out).await.is_err() || stream.flush().await.is_err())
+                {
                     return;
                 }
                 if flow == Some(Flow::Terminate) {
@@ -120,16 +156,23 @@ async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
 }
 
 /// Startup and SCRAM; `Ok(None)` for a cancel request or a client that went away.
-async fn login(
+async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     users: &UserDb,
-    conn: &mut ClientConn<TcpStream>,
+    conn: &mut ClientConn<S>,
+    first: Option<InitialPacket>,
 ) -> Result<Option<String>, SessionError> {
-    let startup = loop {
-        match conn.read_startup().await? {
-            InitialPacket::Cancel(_) => return Ok(None),
-            InitialPacket::Startup(m) => break m,
-            // Encryption requests are answered by `read_startup`.
-            InitialPacket::SslRequest | InitialPacket::GssEncRequest => {}
+    let first = match first {
+        Some(p) => p,
+        None => match conn.read_startup(false).await? {
+            Opening::Packet(p) => p,
+            Opening::Tls => return Ok(None),
+        },
+    };
+    let startup = match first {
+        InitialPacket::Startup(m) => m,
+        // Cancels; encryption requests are answered by `read_startup`, never returned.
+        InitialPacket::Cancel(_) | InitialPacket::SslRequest | InitialPacket::GssEncRequest => {
+            return Ok(None)
         }
     };
     let user = startup.user().to_string();

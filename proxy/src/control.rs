@@ -142,6 +142,7 @@ impl Control for Ctx {
                     .addr
                     .map_or_else(|| "unix socket".to_string(), |a| a.to_string()),
                 connected_at: c.meta.connected_at,
+                tls: c.meta.tls.unwrap_or_default(),
                 state: if c.server_pid.is_some() {
                     "active"
                 } else {

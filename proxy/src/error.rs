@@ -25,6 +25,18 @@ pub enum SessionError {
     /// The backend's own ErrorResponse, forwarded verbatim (its SQLSTATE, its words).
     #[error("the server refused the login")]
     ServerRefused(bytes::Bytes),
+    /// CVE-2021-23214: bytes the client sent after its SSLRequest without waiting for 'S' were
+    /// not encrypted and may have been injected; PostgreSQL 15 refuses them with these words.
+    #[error("received unencrypted data after SSL request")]
+    UnencryptedAfterSsl,
+    /// `PGPIVOT_TLS_REQUIRED`: a plaintext TCP client, refused as PostgreSQL's `hostssl`-only
+    /// pg_hba.conf refuses it.
+    #[error("SSL required: no pgpivot entry for host \"{host}\", user \"{user}\", database \"{database}\", no encryption")]
+    TlsRequired {
+        host: String,
+        user: String,
+        database: String,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -41,6 +53,8 @@ impl SessionError {
             SessionError::PoolTimeout(..) => sqlstate::TOO_MANY_CONNECTIONS,
             SessionError::Backend(_) => sqlstate::CONNECTION_FAILURE,
             SessionError::ServerRefused(_) => sqlstate::CONNECTION_FAILURE,
+            SessionError::UnencryptedAfterSsl => sqlstate::PROTOCOL_VIOLATION,
+            SessionError::TlsRequired { .. } => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             SessionError::Io(_) => sqlstate::CONNECTION_FAILURE,
         }
     }

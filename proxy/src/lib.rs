@@ -21,4 +21,5 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod stats;
+pub mod tls;
 pub mod topology;

@@ -147,6 +147,10 @@ fn print_check(config: &Config) {
     println!("users = {}", users.join(", "));
     println!("authentication = {}", config.auth_method.as_str());
     println!("admin_console = {}", config.admin.describe(&config.raw));
+    match &config.tls {
+        Some(tls) => println!("tls = {}", tls.describe(config.tls_required)),
+        None => println!("tls = off"),
+    }
     println!("--");
     for (name, value, origin) in config.describe() {
         println!("{name} = {value}    ({origin})");

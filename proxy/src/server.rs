@@ -268,7 +268,7 @@ async fn accept_tcp(listener: TcpListener, ctx: Arc<Ctx>, sessions: TaskTracker)
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let span = tracing::debug_span!("client", id = next_id());
-                sessions.spawn(session::run(ctx.clone(), stream, Some(peer)).instrument(span));
+                sessions.spawn(session::run_tcp(ctx.clone(), stream, peer).instrument(span));
             }
             Err(e) => backoff(e).await,
         }
@@ -284,7 +284,7 @@ async fn accept_unix(listener: UnixListener, ctx: Arc<Ctx>, sessions: TaskTracke
         match accepted {
             Ok((stream, _)) => {
                 let span = tracing::debug_span!("client", id = next_id());
-                sessions.spawn(session::run(ctx.clone(), stream, None).instrument(span));
+                sessions.spawn(session::run_unix(ctx.clone(), stream).instrument(span));
             }
             Err(e) => backoff(e).await,
         }

@@ -15,6 +15,7 @@ pub const COLUMNS: &[&str] = &[
     "node_id",
     "server_pid",
     "pinned",
+    "tls",
 ];
 
 pub fn run(ctl: &dyn Control) -> Output {
@@ -33,6 +34,7 @@ pub fn run(ctl: &dyn Control) -> Output {
                 opt(c.node_id),
                 opt(c.server_pid),
                 opt(c.pinned),
+                v(&c.tls),
             ]
         })
         .collect();

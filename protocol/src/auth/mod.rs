@@ -5,5 +5,7 @@
 pub mod md5;
 pub mod scram;
 
-/// The only SASL mechanism offered: there is no TLS yet, so no `SCRAM-SHA-256-PLUS`.
+/// The SASL mechanism always offered.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+/// Offered first over TLS, as PostgreSQL does: channel binding `tls-server-end-point`.
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";

@@ -59,13 +59,7 @@ pub(super) fn build(raw: RawSettings) -> Result<Config, ConfigError> {
             ))
         }
     };
-    if flag("enable_tls") == Some(true) {
-        return Err(invalid(
-            &raw,
-            "enable_tls",
-            "TLS is not supported by this pgpivot version yet; set it to no",
-        ));
-    }
+    let (tls, tls_required) = super::tls::tls_config(&raw)?;
     let max_message_bytes = num(&raw, "max_message_bytes")?.unwrap_or(1 << 30);
     if !(1024..=(1u64 << 31)).contains(&max_message_bytes) {
         return Err(invalid(
@@ -110,6 +104,8 @@ pub(super) fn build(raw: RawSettings) -> Result<Config, ConfigError> {
         log,
         pool,
         admin,
+        tls,
+        tls_required,
         notices,
         sources: Sources::default(),
         raw,

@@ -8,6 +8,7 @@ mod notice;
 pub(crate) mod pgpool_conf;
 mod settings;
 mod source;
+mod tls;
 mod toml_file;
 mod users;
 
@@ -165,6 +166,10 @@ pub struct Config {
     pub log: String,
     pub pool: PoolConfig,
     pub admin: AdminConfig,
+    /// Client TLS (`PGPOOL_ENABLE_TLS`), with the acceptor built from its files.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// `PGPIVOT_TLS_REQUIRED`: plaintext TCP clients are refused.
+    pub tls_required: bool,
     /// What loading wants the operator to know; see [`Config::log_notices`].
     pub notices: Vec<Notice>,
     /// Where this configuration came from, to read it again.

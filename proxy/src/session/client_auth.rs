@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use bytes::BytesMut;
 use pgpivot_protocol::auth::md5::{md5_salted, verify_md5_response};
-use pgpivot_protocol::auth::scram::{server_first, ScramVerifier};
+use pgpivot_protocol::auth::scram::{server_first_bound, Binding, ScramVerifier};
 use pgpivot_protocol::build;
 use pgpivot_protocol::views;
 
@@ -15,7 +15,8 @@ use super::conn::ClientConn;
 use crate::config::{AuthMethod, Config};
 use crate::error::SessionError;
 
-const SCRAM: &str = "SCRAM-SHA-256";
+const SCRAM: &str = pgpivot_protocol::auth::SCRAM_SHA_256;
+const SCRAM_PLUS: &str = pgpivot_protocol::auth::SCRAM_SHA_256_PLUS;
 
 struct Entry {
     password: String,
@@ -100,16 +101,26 @@ impl UserDb {
             }
         };
         let mut out = BytesMut::with_capacity(256);
-        build::auth_sasl(&mut out, &[SCRAM]);
+        // Over TLS, PLUS first, as PostgreSQL offers them.
+        let cb = conn.channel_binding.clone();
+        match cb {
+            Some(_) => build::auth_sasl(&mut out, &[SCRAM_PLUS, SCRAM]),
+            None => build::auth_sasl(&mut out, &[SCRAM]),
+        }
         conn.write(&out).await?;
         let f = conn.read_password_message().await?;
         let (mechanism, data) = views::sasl_initial_response(f.body())
             .ok_or_else(|| SessionError::Protocol("malformed SASLInitialResponse".into()))?;
-        if mechanism != SCRAM {
-            return Err(SessionError::Protocol(format!(
-                "client selected an invalid SASL authentication mechanism {mechanism:?}"
-            )));
-        }
+        let binding = match (mechanism, cb.as_deref()) {
+            (SCRAM, None) => Binding::NotOffered,
+            (SCRAM, Some(_)) => Binding::OfferedNotChosen,
+            (SCRAM_PLUS, Some(data)) => Binding::Chosen(data),
+            _ => {
+                return Err(SessionError::Protocol(format!(
+                    "client selected an invalid SASL authentication mechanism {mechanism:?}"
+                )))
+            }
+        };
         // No initial response (length -1): as PostgreSQL, an empty challenge asks for it, and
         // the next message carries it.
         let later;
@@ -123,7 +134,8 @@ impl UserDb {
                 views::sasl_response(later.body())
             }
         };
-        let (state, first) = server_first(verifier, data).map_err(|e| map_scram(e, user))?;
+        let (state, first) =
+            server_first_bound(verifier, data, binding).map_err(|e| map_scram(e, user))?;
         out.clear();
         build::auth_sasl_continue(&mut out, &first);
         conn.write(&out).await?;

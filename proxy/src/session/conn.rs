@@ -18,6 +18,20 @@ pub struct ClientConn<S> {
     pub stream: S,
     pub buf: BytesMut,
     deadline: Instant,
+    /// Inside TLS: another SSLRequest or a GSSENCRequest is a protocol error, as in PostgreSQL.
+    pub tls: bool,
+    /// Inside TLS: the `tls-server-end-point` data of the certificate this client was served,
+    /// when `SCRAM-SHA-256-PLUS` can be offered.
+    pub channel_binding: Option<std::sync::Arc<[u8]>>,
+}
+
+/// What the opening of a connection came to.
+pub enum Opening {
+    /// The first packet that is not an encryption request.
+    Packet(InitialPacket),
+    /// The client asked for TLS and was answered 'S', with nothing buffered after its request:
+    /// the TLS handshake comes next.
+    Tls,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
@@ -26,7 +40,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
             stream,
             buf: BytesMut::with_capacity(1024),
             deadline,
+            tls: false,
+            channel_binding: None,
         }
+    }
+
+    /// The connection after a TLS handshake (its plaintext buffer was empty, so nothing carries
+    /// over).
+    pub fn encrypted(
+        stream: S,
+        deadline: Instant,
+        channel_binding: Option<std::sync::Arc<[u8]>>,
+    ) -> Self {
+        ClientConn {
+            tls: true,
+            channel_binding,
+            ..Self::new(stream, deadline)
+        }
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     async fn fill(&mut self) -> Result<(), SessionError> {
@@ -50,14 +84,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
     }
 
     /// The first packet that is not an encryption request: a startup message or a cancel.
-    /// No TLS or GSS encryption here, so both are refused with 'N' and the client continues
-    /// in plaintext or gives up. As PostgreSQL, one SSLRequest and one GSSENCRequest are
-    /// answered, in either order; a repeated one is read as a startup packet of protocol
-    /// 1234.5679 / 1234.5680 and refused for its version.
-    pub async fn read_startup(&mut self) -> Result<InitialPacket, SessionError> {
-        let (mut ssl_done, mut gss_done) = (false, false);
+    /// GSS encryption is refused with 'N'; so is TLS unless `offer_tls`, and the client
+    /// continues in plaintext or gives up. With `offer_tls` an SSLRequest is answered 'S' and
+    /// [`Opening::Tls`] returned, unless the client already sent more (see
+    /// [`SessionError::UnencryptedAfterSsl`]). As PostgreSQL, one SSLRequest and one
+    /// GSSENCRequest are answered, in either order, and none inside TLS; a repeated one is read
+    /// as a startup packet of protocol 1234.5679 / 1234.5680 and refused for its version.
+    pub async fn read_startup(&mut self, offer_tls: bool) -> Result<Opening, SessionError> {
+        let (mut ssl_done, mut gss_done) = (self.tls, self.tls);
         loop {
             match self.read_initial().await? {
+                InitialPacket::SslRequest if !ssl_done && offer_tls => {
+                    self.write(b"S").await?;
+                    // As PostgreSQL 15: checked after answering, before the handshake.
+                    if !self.buf.is_empty() {
+                        return Err(SessionError::UnencryptedAfterSsl);
+                    }
+                    return Ok(Opening::Tls);
+                }
                 InitialPacket::SslRequest if !ssl_done => {
                     ssl_done = true;
                     self.write(b"N").await?
@@ -68,7 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
                 }
                 InitialPacket::SslRequest => return Err(repeated(SSL_REQUEST_CODE)),
                 InitialPacket::GssEncRequest => return Err(repeated(GSSENC_REQUEST_CODE)),
-                other => return Ok(other),
+                other => return Ok(Opening::Packet(other)),
             }
         }
     }
@@ -89,10 +133,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
         }
     }
 
+    /// Writes and flushes (a TLS stream may otherwise keep the bytes queued).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
-        tokio::time::timeout_at(self.deadline, self.stream.write_all(bytes))
-            .await
-            .map_err(|_| SessionError::AuthTimeout)??;
+        tokio::time::timeout_at(self.deadline, async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        })
+        .await
+        .map_err(|_| SessionError::AuthTimeout)??;
         Ok(())
     }
 

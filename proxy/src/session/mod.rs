@@ -94,6 +94,10 @@ pub trait ClientSocket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     type Read: AsyncRead + Readable + Unpin + Send;
     type Write: AsyncWrite + Unpin + Send;
     fn into_halves(self) -> (Self::Read, Self::Write);
+    /// TLS version and cipher suite, for SHOW CLIENTS; `None` in plaintext.
+    fn tls_description(&self) -> Option<String> {
+        None
+    }
 }
 
 impl ClientSocket for tokio::net::TcpStream {
@@ -121,15 +125,47 @@ impl Drop for ClientSlot<'_> {
     }
 }
 
-/// Runs a session to its end. `peer` is `None` for unix-socket clients.
-pub async fn run<S: ClientSocket>(ctx: Arc<Ctx>, stream: S, peer: Option<std::net::SocketAddr>) {
+/// A TCP client: TLS or plaintext, as it asks and the configuration allows, then [`run`] on
+/// the socket type that came out (plaintext keeps `TcpStream`).
+pub async fn run_tcp(ctx: Arc<Ctx>, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+    let n = ctx.clients.fetch_add(1, Ordering::Relaxed) + 1;
+    let _slot = ClientSlot(&ctx.clients);
+    let (deadline, tls) = {
+        let config = ctx.config.load();
+        (
+            Instant::now() + config.authentication_timeout,
+            config.tls.clone(),
+        )
+    };
+    match crate::tls::open::open(stream, peer, deadline, tls.as_ref(), &ctx.metrics).await {
+        None => {}
+        Some(crate::tls::Opened::Plain(conn, first)) => run(&ctx, conn, first, Some(peer), n).await,
+        Some(crate::tls::Opened::Tls(conn, first)) => {
+            run(&ctx, *conn, Some(first), Some(peer), n).await
+        }
+    }
+}
+
+/// A unix-socket client (no TLS there, as in PostgreSQL).
+pub async fn run_unix(ctx: Arc<Ctx>, stream: tokio::net::UnixStream) {
     let n = ctx.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let _slot = ClientSlot(&ctx.clients);
     let deadline = Instant::now() + ctx.config.load().authentication_timeout;
-    let mut conn = ClientConn::new(stream, deadline);
+    run(&ctx, ClientConn::new(stream, deadline), None, None, n).await
+}
+
+/// Runs a session to its end. `first`: the first packet, when the opening read it already;
+/// `peer` is `None` for unix-socket clients; `n` the clients open now, this one included.
+async fn run<S: ClientSocket>(
+    ctx: &Ctx,
+    mut conn: ClientConn<S>,
+    first: Option<InitialPacket>,
+    peer: Option<std::net::SocketAddr>,
+    n: usize,
+) {
     // Boxed: its state is only needed until the client is in, and an idle client's task should
     // carry as little as possible.
-    let login = match Box::pin(login(&ctx, &mut conn, peer, n)).await {
+    let login = match Box::pin(login(ctx, &mut conn, first, peer, n)).await {
         Ok(Some(l)) => l,
         Ok(None) => return,
         Err(SessionError::ServerRefused(frame)) => {
@@ -150,7 +186,7 @@ pub async fn run<S: ClientSocket>(ctx: Arc<Ctx>, stream: S, peer: Option<std::ne
     };
     // Boxed as well: the task's own future then holds only what login needed (async fns keep
     // their arguments and their callees' state side by side).
-    Box::pin(engine::run(&ctx, conn, login)).await;
+    Box::pin(engine::run(ctx, conn, login)).await;
 }
 
 /// What a logged-in client brings to the engine.
@@ -166,21 +202,28 @@ pub struct Login {
 async fn login<S: ClientSocket>(
     ctx: &Ctx,
     conn: &mut ClientConn<S>,
+    first: Option<InitialPacket>,
     peer: Option<std::net::SocketAddr>,
     clients: usize,
 ) -> Result<Option<Login>, SessionError> {
-    let startup = loop {
-        match conn.read_startup().await? {
-            InitialPacket::Cancel(key) => {
-                if let Some(target) = ctx.cancels.lookup(key.pid, &key.secret) {
-                    target.send().await;
-                }
-                return Ok(None);
+    let first = match first {
+        Some(p) => p,
+        None => match conn.read_startup(false).await? {
+            conn::Opening::Packet(p) => p,
+            // Not offered.
+            conn::Opening::Tls => return Ok(None),
+        },
+    };
+    let startup = match first {
+        InitialPacket::Cancel(key) => {
+            if let Some(target) = ctx.cancels.lookup(key.pid, &key.secret) {
+                target.send().await;
             }
-            InitialPacket::Startup(m) => break m,
-            // Encryption requests are answered by `read_startup`.
-            InitialPacket::SslRequest | InitialPacket::GssEncRequest => {}
+            return Ok(None);
         }
+        InitialPacket::Startup(m) => m,
+        // Encryption requests are answered by `read_startup`, never returned.
+        InitialPacket::SslRequest | InitialPacket::GssEncRequest => return Ok(None),
     };
     // As PostgreSQL 15: protocol 3.0 is the newest we speak and no `_pq_.*` option is known;
     // said before anything else about the login, the limit on clients included.
@@ -197,6 +240,15 @@ async fn login<S: ClientSocket>(
         )
         .await;
         return Ok(None);
+    }
+    // PGPIVOT_TLS_REQUIRED: pg_hba.conf's verdict, where PostgreSQL
+    // gives it: after protocol negotiation and the client limit, before authentication.
+    if !conn.tls && !crate::tls::open::plaintext_allowed(ctx.config.load().tls_required, peer) {
+        return Err(SessionError::TlsRequired {
+            host: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+            user: startup.user().to_string(),
+            database: startup.database().to_string(),
+        });
     }
     let user = startup.user().to_string();
     let local = peer.is_none();
@@ -261,6 +313,7 @@ async fn login<S: ClientSocket>(
         database: startup.database().to_string(),
         application_name: startup.get("application_name").unwrap_or("").to_string(),
         addr: peer,
+        tls: conn.stream.tls_description(),
         connected_at: Some(std::time::SystemTime::now()),
     });
     // AuthenticationOk, the server's parameters as this client asked for them, our own

@@ -334,7 +334,7 @@ where
             Err(end) => return end,
         };
         if !side.out.is_empty() {
-            if client.write_all(&side.out).await.is_err() {
+            if send(client, &side.out).await.is_err() {
                 return ServerEnd::ClientGone;
             }
             shared.tally.bytes_out(side.out.len());
@@ -344,6 +344,14 @@ where
         }
         side.buf.advance(pos);
     }
+}
+
+/// Writes `bytes` to the client and flushes: a TLS writer may keep the end of a reply queued
+/// until it is flushed, and nothing else would flush it (for a plaintext socket the flush is a
+/// no-op).
+pub async fn send<W: AsyncWrite + Unpin>(client: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    client.write_all(bytes).await?;
+    client.flush().await
 }
 
 /// Writes a FATAL ErrorResponse (bounded in time: a client that does not read is not waited for).
@@ -371,10 +379,63 @@ async fn write_fatal_now<W: AsyncWrite + Unpin>(client: &mut W, code: &str, mess
     );
     matches!(
         tokio::time::timeout(std::time::Duration::from_secs(1), async {
-            client.write_all(&out).await?;
-            client.flush().await
+            send(client, &out).await
         })
         .await,
         Ok(Ok(()))
     )
+}
+
+#[cfg(test)]
+mod send_tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::AsyncWrite;
+
+    /// Like tokio-rustls when the socket is full: a write is accepted into a queue and only a
+    /// flush (pending a few times first) sends it.
+    #[derive(Default)]
+    struct Queueing {
+        queued: Vec<u8>,
+        sent: Vec<u8>,
+        stalls: usize,
+    }
+
+    impl AsyncWrite for Queueing {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.queued.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            if self.stalls > 0 {
+                self.stalls -= 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let q = std::mem::take(&mut self.queued);
+            self.sent.extend_from_slice(&q);
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn send_returns_once_a_queueing_writer_has_sent_everything() {
+        let mut w = Queueing {
+            stalls: 3,
+            ..Default::default()
+        };
+        super::send(&mut w, b"reply").await.unwrap();
+        assert_eq!(w.sent, b"reply");
+        assert!(w.queued.is_empty());
+        super::send(&mut w, b" more").await.unwrap();
+        assert_eq!(w.sent, b"reply more");
+    }
 }

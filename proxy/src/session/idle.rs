@@ -9,10 +9,10 @@ use bytes::{Buf, BytesMut};
 use pgpivot_protocol::build::{self, ErrorFields};
 use pgpivot_protocol::frame::header;
 use pgpivot_protocol::sqlstate;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 
 use super::buffers;
-use super::forward::{write_fatal, ClientSide, Shared};
+use super::forward::{send, write_fatal, ClientSide, Shared};
 use super::local::{self, Local};
 use super::prepared::parse_offline;
 use super::{Ctx, Readable};
@@ -100,7 +100,7 @@ where
                             let mut out = BytesMut::with_capacity(11);
                             out.extend_from_slice(&[b'1', 0, 0, 0, 4]);
                             build::ready_for_query(&mut out, b'I');
-                            if cw.write_all(&out).await.is_err() {
+                            if send(cw, &out).await.is_err() {
                                 return Idle::End("client gone");
                             }
                             continue;
@@ -133,7 +133,7 @@ where
                                         let mut out = BytesMut::with_capacity(32);
                                         build::command_complete(&mut out, "ROLLBACK");
                                         build::ready_for_query(&mut out, b'I');
-                                        cw.write_all(&out).await.is_ok()
+                                        send(cw, &out).await.is_ok()
                                     }
                                     // A COMMIT of a lost transaction fails, visibly.
                                     Some(true) => {
@@ -252,7 +252,7 @@ async fn answer_errors_now<W: AsyncWrite + Unpin>(
         );
         build::ready_for_query(&mut out, status);
     }
-    tokio::time::timeout(Duration::from_secs(5), cw.write_all(&out))
+    tokio::time::timeout(Duration::from_secs(5), send(cw, &out))
         .await
         .is_ok_and(|r| r.is_ok())
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use pgpivot_admin::{Responder, Surface};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
+use super::forward::send;
 use super::shared::Shared;
 use super::Ctx;
 
@@ -64,7 +65,7 @@ pub async fn answer<W: AsyncWrite + Unpin>(
     if out.is_empty() {
         return Local::Answered;
     }
-    match tokio::time::timeout(Duration::from_secs(10), cw.write_all(&out)).await {
+    match tokio::time::timeout(Duration::from_secs(10), send(cw, &out)).await {
         Ok(Ok(())) => Local::Answered,
         _ => Local::ClientGone,
     }

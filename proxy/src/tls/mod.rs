@@ -18,7 +18,7 @@ use std::path::PathBuf;
 pub use end_point::end_point_hash;
 pub use load::{load, LoadError};
 pub use open::Opened;
-pub use stream::{TlsRead, TlsWrite};
+pub use stream::TlsRead;
 
 /// The ALPN protocol PostgreSQL 17 requires for direct TLS (and libpq 17 sends with SSLRequest).
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";

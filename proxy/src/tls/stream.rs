@@ -4,9 +4,9 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -14,16 +14,12 @@ use crate::session::{ClientSocket, Readable};
 
 impl ClientSocket for TlsStream<TcpStream> {
     type Read = TlsRead;
-    type Write = TlsWrite<WriteHalf<TlsStream<TcpStream>>>;
+    /// tokio-rustls may accept bytes it has not sent yet (the socket was full); every write to
+    /// a client is followed by a flush (`session::forward::send`), which sends them.
+    type Write = WriteHalf<TlsStream<TcpStream>>;
     fn into_halves(self) -> (TlsRead, Self::Write) {
         let (r, w) = tokio::io::split(self);
-        (
-            TlsRead(r),
-            TlsWrite {
-                inner: w,
-                unflushed: None,
-            },
-        )
+        (TlsRead(r), w)
     }
     fn tls_description(&self) -> Option<String> {
         let c = self.get_ref().1;
@@ -57,118 +53,5 @@ impl AsyncRead for TlsRead {
 impl Readable for TlsRead {
     fn wait_readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send + '_ {
         std::future::ready(Ok(()))
-    }
-}
-
-/// The write half of a TLS session. tokio-rustls's `poll_write` may report bytes written that
-/// are still queued in rustls when the socket is full, and they would wait for the next write or
-/// a flush; the sessions write with `write_all` and never flush, so a reply could stall. This
-/// half reports a write only once its bytes have left for the socket: when the flush is pending
-/// it returns `Pending` and remembers the accepted count, and `write_all`'s retry with the same
-/// buffer gets that count once the flush completes. The retry is recognized by the buffer's
-/// address and length: a pending write whose future is dropped, followed by another write of
-/// the very same buffer region, would be taken for its retry — the sessions drop a client write
-/// only when they end, so that never happens.
-pub struct TlsWrite<W> {
-    inner: W,
-    /// Bytes accepted but not yet flushed: (buffer address, buffer length, count accepted).
-    unflushed: Option<(usize, usize, usize)>,
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for TlsWrite<W> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if let Some((addr, len, n)) = this.unflushed {
-            ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
-            this.unflushed = None;
-            if addr == buf.as_ptr() as usize && len == buf.len() {
-                return Poll::Ready(Ok(n));
-            }
-            // A write abandoned after its bytes were accepted (they are out now); this is a new
-            // one.
-        }
-        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(n)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                this.unflushed = Some((buf.as_ptr() as usize, buf.len(), n));
-                Poll::Pending
-            }
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use tokio::io::AsyncWriteExt;
-
-    /// Accepts every write (like rustls's queue); its flush is pending `stalls` times first.
-    struct Queueing {
-        queued: Vec<u8>,
-        sent: Vec<u8>,
-        stalls: usize,
-        flushes: Arc<AtomicUsize>,
-    }
-
-    impl AsyncWrite for Queueing {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            self.queued.extend_from_slice(buf);
-            Poll::Ready(Ok(buf.len()))
-        }
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            self.flushes.fetch_add(1, Ordering::Relaxed);
-            if self.stalls > 0 {
-                self.stalls -= 1;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            let q = std::mem::take(&mut self.queued);
-            self.sent.extend_from_slice(&q);
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    #[tokio::test]
-    async fn write_all_returns_only_once_the_bytes_left() {
-        let flushes = Arc::new(AtomicUsize::new(0));
-        let mut w = TlsWrite {
-            inner: Queueing {
-                queued: Vec::new(),
-                sent: Vec::new(),
-                stalls: 3,
-                flushes: flushes.clone(),
-            },
-            unflushed: None,
-        };
-        w.write_all(b"reply").await.unwrap();
-        // Nothing left queued, written exactly once, after the stalled flushes.
-        assert_eq!(w.inner.sent, b"reply");
-        assert!(w.inner.queued.is_empty());
-        assert_eq!(flushes.load(Ordering::Relaxed), 4);
-        w.write_all(b" more").await.unwrap();
-        assert_eq!(w.inner.sent, b"reply more");
     }
 }

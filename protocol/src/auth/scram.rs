@@ -355,7 +355,9 @@ impl ScramServerState {
             .next()
             .and_then(|a| a.strip_prefix(b"c="))
             .ok_or(ScramError::Malformed("expected channel-binding attribute"))?;
-        if binding != self.channel_binding.as_bytes() {
+        // Constant time, though nothing secret is compared: the expected value is the gs2
+        // header and the served certificate's hash, both known to the client.
+        if !bool::from(binding.ct_eq(self.channel_binding.as_bytes())) {
             return Err(ScramError::ChannelBinding);
         }
         let nonce = attrs

@@ -54,16 +54,23 @@ struct Outcome {
     at_boundary: bool,
 }
 
+impl Outcome {
+    /// Nothing seen yet: at a message boundary.
+    fn start() -> Self {
+        Outcome {
+            whole: Vec::new(),
+            forwarded: 0,
+            declined: 0,
+            error: None,
+            at_boundary: true,
+        }
+    }
+}
+
 /// The plain walk: the outcome the scanner must match, and every complete message.
 fn reference(stream: &[u8], cap: usize, wanted: &[u8]) -> (Outcome, Vec<(usize, u8, usize)>) {
     let mut all = Vec::new();
-    let mut out = Outcome {
-        whole: Vec::new(),
-        forwarded: 0,
-        declined: 0,
-        error: None,
-        at_boundary: true,
-    };
+    let mut out = Outcome::start();
     let mut pos = 0;
     loop {
         let rest = &stream[pos..];
@@ -114,13 +121,7 @@ fn reference(stream: &[u8], cap: usize, wanted: &[u8]) -> (Outcome, Vec<(usize, 
 /// Feeds `stream` in pieces of `sizes` (cycled; empty: all at once) as the pumps do.
 fn scan(stream: &[u8], sizes: &[usize], cap: usize, wanted: &[u8]) -> Outcome {
     let mut sc = Scanner::new(cap);
-    let mut out = Outcome {
-        whole: Vec::new(),
-        forwarded: 0,
-        declined: 0,
-        error: None,
-        at_boundary: true,
-    };
+    let mut out = Outcome::start();
     let mut buf = BytesMut::new();
     for piece in pieces(stream, sizes) {
         buf.extend_from_slice(piece);

@@ -26,6 +26,20 @@ fn primary_only() -> Cluster {
     .expect("cluster")
 }
 
+/// A new client, retrying (10 s at most) while pgpivot still refuses logins.
+async fn client_once_admitted(pivot: &Pivot, what: &str) -> tokio_postgres::Client {
+    let by = Instant::now() + Duration::from_secs(10);
+    loop {
+        match pivot.client().await {
+            Ok(c) => return c,
+            Err(e) => {
+                assert!(Instant::now() < by, "{what}: {e:#}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Server backends of the app user on the primary (pgpivot's pooled connections).
 fn server_pids(cluster: &Cluster) -> Vec<i32> {
     cluster
@@ -316,20 +330,8 @@ async fn clients_past_max_client_conn_get_53300() {
     // The ones inside keep working, and a slot frees up when one leaves.
     a.simple_query("SELECT 1").await.unwrap();
     drop(b);
-    // The slot frees once pgpivot sees b's socket close: retry until then (bounded).
-    let free_by = Instant::now() + Duration::from_secs(10);
-    let c = loop {
-        match pivot.client().await {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(
-                    Instant::now() < free_by,
-                    "no slot freed after b left: {e:#}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    // The slot frees once pgpivot sees b's socket close.
+    let c = client_once_admitted(&pivot, "no slot freed after b left").await;
     c.simple_query("SELECT 1").await.unwrap();
     pivot.stop().await;
 }
@@ -448,19 +450,7 @@ async fn a_primary_refusing_logins_gives_its_own_error_after_the_wait() {
     );
     // And once the slot frees, logins work again.
     drop(holder);
-    let by = Instant::now() + Duration::from_secs(10);
-    let c = loop {
-        match pivot.client().await {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(
-                    Instant::now() < by,
-                    "still refused after the slot freed: {e:#}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let c = client_once_admitted(&pivot, "still refused after the slot freed").await;
     c.simple_query("SELECT 1").await.unwrap();
     pivot.stop().await;
 }

@@ -217,6 +217,20 @@ async fn until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Thaws the real primary (node 1): the client that waited meanwhile writes there.
+async fn wake_and_see_the_write_land_on_node1(
+    cluster: &Cluster,
+    client: tokio::task::JoinHandle<anyhow::Result<String>>,
+) {
+    cluster.sigcont(1).unwrap();
+    let node = tokio::time::timeout(Duration::from_secs(15), client)
+        .await
+        .expect("client finished")
+        .unwrap()
+        .expect("the waiting client's write succeeds");
+    assert_eq!(node, "node1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_pgpivot_waits_for_the_late_new_primary_instead_of_the_stale_one() {
     let cluster = logging_cluster(1);
@@ -250,13 +264,7 @@ async fn a_fresh_pgpivot_waits_for_the_late_new_primary_instead_of_the_stale_one
     );
     assert!(!client.is_finished(), "the client did not wait");
 
-    cluster.sigcont(1).unwrap();
-    let node = tokio::time::timeout(Duration::from_secs(15), client)
-        .await
-        .expect("client finished")
-        .unwrap()
-        .expect("the waiting client's write succeeds");
-    assert_eq!(node, "node1");
+    wake_and_see_the_write_land_on_node1(&cluster, client).await;
     assert_eq!(
         topology.nodes()[0].role,
         pgpivot::topology::Role::StalePrimary
@@ -309,13 +317,7 @@ async fn a_standby_on_the_new_timeline_keeps_the_stale_primary_fenced_when_the_n
     assert!(topology.nodes()[0].fenced.is_some());
     assert!(!client.is_finished(), "the client did not wait");
 
-    cluster.sigcont(1).unwrap();
-    let node = tokio::time::timeout(Duration::from_secs(15), client)
-        .await
-        .expect("client finished")
-        .unwrap()
-        .expect("the waiting client's write succeeds");
-    assert_eq!(node, "node1");
+    wake_and_see_the_write_land_on_node1(&cluster, client).await;
     stop.store(true, Ordering::Relaxed);
     assert_eq!(routes.await.unwrap(), [1], "routes published");
     running.stop_fast().await;

@@ -199,6 +199,22 @@ impl Scanner {
     pub fn consume(&mut self, _len: usize) {
         debug_assert_eq!(self.remaining, 0);
     }
+
+    /// Passes the message at the front, `len` bytes in all (a wanted one the last scan reported
+    /// as [`Scan::NeedMore`]), in pieces from now on: the next scans report its bytes as
+    /// [`Scan::Pass`]. For messages too large to hold whole, which the caller inspects as they
+    /// pass.
+    #[inline]
+    pub fn stream(&mut self, len: usize) {
+        debug_assert_eq!(self.remaining, 0);
+        self.remaining = len;
+    }
+
+    /// Bytes of the message being passed in pieces that are still to come (0 at a boundary).
+    #[inline]
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
 }
 
 /// Drops everything up to and including the first `n` bytes; a small helper so callers that
@@ -246,6 +262,29 @@ mod tests {
         }
         assert!(buf.is_empty(), "bytes left unforwarded");
         (out, seen)
+    }
+
+    #[test]
+    fn a_wanted_message_can_be_streamed_in_pieces() {
+        let mut stream = msg(b'Q', &[b'x'; 100]);
+        stream.extend(msg(b'Z', b"I"));
+        let mut sc = Scanner::new(1 << 20);
+        let want = |t: u8| t == b'Q' || t == b'Z';
+        assert_eq!(
+            sc.scan(&stream[..40], want),
+            Ok(Scan::NeedMore { wanted: 105 })
+        );
+        sc.stream(105);
+        assert!(!sc.at_boundary());
+        assert_eq!(sc.scan(&stream[..40], want), Ok(Scan::Pass(40)));
+        assert_eq!(sc.remaining(), 65);
+        // The rest of it, then the next wanted message whole.
+        assert_eq!(sc.scan(&stream[40..], want), Ok(Scan::Pass(65)));
+        assert!(sc.at_boundary());
+        assert_eq!(
+            sc.scan(&stream[105..], want),
+            Ok(Scan::Message { tag: b'Z', len: 6 })
+        );
     }
 
     #[test]

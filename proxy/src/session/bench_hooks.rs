@@ -45,11 +45,7 @@ impl Pumps {
         let mut server = ServerSide::new();
         server.scan = Scanner::new(server_max);
         Pumps {
-            client: ClientSide {
-                buf: BytesMut::with_capacity(8 * 1024),
-                scan: Scanner::new(client_max),
-                out: BytesMut::with_capacity(8 * 1024),
-            },
+            client: ClientSide::new(BytesMut::with_capacity(8 * 1024), client_max),
             server,
             shared: Shared::new(),
             server_params: HashMap::new(),

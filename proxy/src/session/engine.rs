@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::Buf;
 use pgpivot_protocol::frame::Scanner;
 use pgpivot_protocol::sqlstate;
 use pgpivot_protocol::startup::StartupMessage;
@@ -144,11 +144,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
     let shared = Arc::new(Shared::new());
     shared.last_active.store(ctx.clock.now(), Ordering::Relaxed);
     cancel.set_session(shared.clone());
-    let mut client = ClientSide {
-        buf,
-        scan: Scanner::new(ctx.config.load().max_message_bytes),
-        out: BytesMut::new(),
-    };
+    let mut client = ClientSide::new(buf, ctx.config.load().max_message_bytes);
     let mut sside = ServerSide::new();
     // Boxed: a few hundred bytes an idle client does not need to carry.
     let mut attached = server.map(|b| {
@@ -167,6 +163,10 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
     let mut lost_tx = false;
 
     let outcome = loop {
+        // Every turn of a session costs budget: however its turns end (a checkout that is
+        // ready at once, a pump that returns at once), the session yields to the runtime
+        // before it can starve the other sessions, the listener or the monitor.
+        tokio::task::consume_budget().await;
         let Some(mut a) = attached.take() else {
             match idle_turn(
                 ctx,

@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::buffers;
 pub use super::shared::{PrepState, Shared};
 use super::staging::{stage_client_bytes, stage_server_bytes, Stop};
+use super::streaming::Streaming;
 use super::Ctx;
 use crate::config::PoolMode;
 use crate::pool::Pool;
@@ -42,6 +43,21 @@ pub struct ClientSide {
     pub buf: BytesMut,
     pub scan: Scanner,
     pub out: BytesMut,
+    /// A message too large to hold whole, streaming to the server.
+    pub(super) stream: Option<Streaming>,
+}
+
+impl ClientSide {
+    /// `buf` may already hold what the client sent during login; `max_message` is the largest
+    /// message accepted from it.
+    pub fn new(buf: BytesMut, max_message: usize) -> Self {
+        ClientSide {
+            buf,
+            scan: Scanner::new(max_message),
+            out: BytesMut::new(),
+            stream: None,
+        }
+    }
 }
 
 /// How the client→server pump ended.
@@ -107,6 +123,9 @@ where
     let mut generation = ctx.topology.generation();
     let counters = ctx.topology.counters(node_id);
     loop {
+        // A client that keeps the socket full never makes a read wait: give the worker back
+        // now and then, so other sessions, the listener and the monitor run.
+        tokio::task::consume_budget().await;
         // PAUSE holds a client's next transaction (not the rest of a running one). Busy first,
         // then the check (see `Pause`), so PAUSE never misses a transaction starting.
         if !side.buf.is_empty() && !shared.busy.load(Ordering::Relaxed) {
@@ -135,9 +154,12 @@ where
         if shared.pinned().is_some() && !shared.pin_counted.swap(true, Ordering::Relaxed) {
             ctx.pinned_total.fetch_add(1, Ordering::Relaxed);
         }
+        // A request only partly read is not a boundary: the connection stays attached while
+        // the rest arrives (releasing it would only bring the client straight back).
+        let whole = pos == side.buf.len() || matches!(stop, Stop::Local);
         shared
             .client_boundary
-            .store(side.scan.at_boundary(), Ordering::Relaxed);
+            .store(side.scan.at_boundary() && whole, Ordering::Relaxed);
         if !side.out.is_empty() {
             shared.in_flight.store(pos, Ordering::Relaxed);
             let wrote = server.write_all(&side.out).await;
@@ -237,6 +259,7 @@ where
     let mut server_fatal = false;
     let counters = ctx.topology.counters(node_id);
     loop {
+        tokio::task::consume_budget().await;
         if shared.busy.load(Ordering::Relaxed) && side.buf.is_empty() && shared.quiescent() {
             shared.busy.store(false, Ordering::Relaxed);
         }

@@ -15,6 +15,7 @@ use super::buffers;
 use super::forward::{send, write_fatal, ClientSide, Shared};
 use super::local::{self, Local};
 use super::prepared::parse_offline;
+use super::streaming::WHOLE_MESSAGE;
 use super::{Ctx, Readable};
 
 /// The first read of a request after an idle period (larger requests grow the buffer).
@@ -43,8 +44,22 @@ where
     R: tokio::io::AsyncRead + Readable + Unpin,
     W: AsyncWrite + Unpin,
 {
+    // Bytes of a message too large to hold that are still to be dropped as they arrive (stray
+    // COPY data, or a request answered with an owed error).
+    let mut discard = 0usize;
     loop {
-        match header(&client.buf, ctx.config.load().max_message_bytes) {
+        tokio::task::consume_budget().await;
+        if discard > 0 {
+            let n = discard.min(client.buf.len());
+            client.buf.advance(n);
+            discard -= n;
+        }
+        let header = if discard > 0 {
+            Ok(None)
+        } else {
+            header(&client.buf, ctx.config.load().max_message_bytes)
+        };
+        match header {
             Err(e) => {
                 ctx.metrics.error_sent(Some(e.sqlstate()));
                 write_fatal(cw, e.sqlstate(), &e.to_string()).await;
@@ -76,7 +91,38 @@ where
                         Local::ClientGone => return Idle::End("client gone"),
                     }
                 }
+                let have = client.buf.len();
+                if have < len && !matches!(tag, b'X') {
+                    let droppable = matches!(tag, b'd' | b'c' | b'f' | b'H') || owed.is_some();
+                    if have >= WHOLE_MESSAGE && droppable {
+                        // Too large to hold, and never sent on: drop it as it arrives.
+                        if owed.is_some() && matches!(tag, b'Q' | b'F') {
+                            let status = if *lost_tx { b'E' } else { b'I' };
+                            let (code, msg) = owed.clone().unwrap_or_default();
+                            ctx.metrics.error_sent(Some(code));
+                            if !*lost_tx {
+                                *owed = None;
+                            }
+                            if !answer_errors(cw, code, &msg, 1, status).await {
+                                return Idle::End("client gone");
+                            }
+                        }
+                        discard = len - have;
+                        client.buf.clear();
+                        continue;
+                    }
+                    if have >= WHOLE_MESSAGE {
+                        // A large request: the pumps take it from here (a simple query streams).
+                        return Idle::Request;
+                    }
+                    // A request is attached for only once it is all here (or large): a server
+                    // connection is not held for a slow client's first bytes.
+                    client
+                        .buf
+                        .reserve(len.min(WHOLE_MESSAGE).saturating_sub(have));
+                }
                 match tag {
+                    _ if have < len && tag != b'X' => {}
                     b'X' if len > super::forward::MAX_TERMINATE => {
                         let msg = format!("invalid message length {}", len - 1);
                         ctx.metrics.error_sent(Some(sqlstate::PROTOCOL_VIOLATION));

@@ -15,7 +15,9 @@ pub mod params;
 pub mod prepared;
 mod shared;
 pub mod sql;
+mod sql_stream;
 mod staging;
+mod streaming;
 mod tally;
 
 use std::collections::HashMap;

@@ -3,6 +3,8 @@
 //! and the ones that reset prepared statements. Not a parser: first keywords of each statement,
 //! quotes and comments skipped.
 
+use super::sql_stream::EffectScanner;
+
 /// Parameters the server reports through ParameterStatus: pgpivot tracks and replays them, so a
 /// `SET` of these does not pin.
 const REPORTED: &[&str] = &[
@@ -30,44 +32,35 @@ pub fn effects(sql: &[u8]) -> Vec<Effect> {
     if plainly_without_effects(sql) {
         return Vec::new();
     }
-    let mut out = Vec::new();
-    let text = String::from_utf8_lossy(sql);
-    let lower = text.to_ascii_lowercase();
-    if (lower.contains("pg_advisory_lock") || lower.contains("pg_try_advisory_lock"))
-        && !out.contains(&Effect::Pin("session advisory lock"))
-    {
-        out.push(Effect::Pin("session advisory lock"));
-    }
-    for stmt in statements(&lower) {
-        let words: Vec<&str> = stmt.split_whitespace().take(6).collect();
-        let w = |i: usize| words.get(i).copied().unwrap_or("");
-        let effect = match w(0) {
-            "prepare" => Some(Effect::Pin("SQL PREPARE")),
-            "listen" => Some(Effect::Pin("LISTEN")),
-            "load" => Some(Effect::Pin("LOAD")),
-            "declare" if stmt.contains("with hold") => Some(Effect::Pin("cursor WITH HOLD")),
-            "create" if is_temp(&words[1..]) => Some(Effect::Pin("temporary table")),
-            "select" if stmt.contains(" into temp") => Some(Effect::Pin("temporary table")),
-            "set" => set_effect(&words[1..]),
-            "deallocate" => {
-                let name = if w(1) == "prepare" { w(2) } else { w(1) };
-                match name {
-                    "" => None,
-                    "all" => Some(Effect::DeallocateAll),
-                    n => Some(Effect::Deallocate(n.trim_matches('"').to_string())),
-                }
-            }
-            "discard" if w(1) == "all" => Some(Effect::DiscardAll),
-            "discard" if w(1) == "temp" || w(1) == "temporary" => None,
-            _ => None,
-        };
-        if let Some(e) = effect {
-            if !out.contains(&e) {
-                out.push(e);
+    let mut scanner = EffectScanner::new();
+    scanner.feed(sql);
+    scanner.finish()
+}
+
+/// The effect of one statement, from its start (`head`: lowercase, comments and quotes blanked,
+/// white space collapsed) and whether `with hold` / ` into temp` occur in it.
+pub(super) fn statement_effect(head: &str, with_hold: bool, into_temp: bool) -> Option<Effect> {
+    let words: Vec<&str> = head.split_whitespace().take(6).collect();
+    let w = |i: usize| words.get(i).copied().unwrap_or("");
+    match w(0) {
+        "prepare" => Some(Effect::Pin("SQL PREPARE")),
+        "listen" => Some(Effect::Pin("LISTEN")),
+        "load" => Some(Effect::Pin("LOAD")),
+        "declare" if with_hold => Some(Effect::Pin("cursor WITH HOLD")),
+        "create" if words.len() > 1 && is_temp(&words[1..]) => Some(Effect::Pin("temporary table")),
+        "select" if into_temp => Some(Effect::Pin("temporary table")),
+        "set" => set_effect(&words[1..]),
+        "deallocate" => {
+            let name = if w(1) == "prepare" { w(2) } else { w(1) };
+            match name {
+                "" => None,
+                "all" => Some(Effect::DeallocateAll),
+                n => Some(Effect::Deallocate(n.trim_matches('"').to_string())),
             }
         }
+        "discard" if w(1) == "all" => Some(Effect::DiscardAll),
+        _ => None,
     }
-    out
 }
 
 /// The common case, decided without allocating (this runs for every Query and Parse): one
@@ -170,84 +163,6 @@ fn set_effect(words: &[&str]) -> Option<Effect> {
     } else {
         Some(Effect::Pin("SET of a parameter the server does not report"))
     }
-}
-
-/// Splits on top-level semicolons, skipping quotes, dollar quotes and comments; returns each
-/// statement with comments removed and leading white space trimmed.
-fn statements(sql: &str) -> Vec<String> {
-    let b = sql.as_bytes();
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        match c {
-            b'\'' | b'"' => {
-                let end = b[i + 1..]
-                    .iter()
-                    .position(|&x| x == c)
-                    .map(|p| i + 1 + p)
-                    .unwrap_or(b.len() - 1);
-                cur.push(' ');
-                i = end + 1;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                i = b[i..]
-                    .iter()
-                    .position(|&x| x == b'\n')
-                    .map(|p| i + p)
-                    .unwrap_or(b.len());
-                cur.push(' ');
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i = sql[i + 2..]
-                    .find("*/")
-                    .map(|p| i + 2 + p + 2)
-                    .unwrap_or(b.len());
-                cur.push(' ');
-            }
-            b'$' => {
-                // $tag$ ... $tag$
-                let tag_end = b[i + 1..]
-                    .iter()
-                    .position(|&x| !(x.is_ascii_alphanumeric() || x == b'_'))
-                    .map(|p| i + 1 + p);
-                match tag_end {
-                    Some(te) if b[te] == b'$' => {
-                        let tag = &sql[i..=te];
-                        i = sql[te + 1..]
-                            .find(tag)
-                            .map(|p| te + 1 + p + tag.len())
-                            .unwrap_or(b.len());
-                        cur.push(' ');
-                    }
-                    _ => {
-                        cur.push('$');
-                        i += 1;
-                    }
-                }
-            }
-            b';' => {
-                out.push(std::mem::take(&mut cur));
-                i += 1;
-            }
-            _ => {
-                // Copy a run of ordinary bytes at once (keeps multi-byte UTF-8 intact).
-                let run = b[i..]
-                    .iter()
-                    .position(|&x| matches!(x, b'\'' | b'"' | b'-' | b'/' | b'$' | b';'))
-                    .map(|p| i + p.max(1))
-                    .unwrap_or(b.len());
-                cur.push_str(&sql[i..run]);
-                i = run;
-            }
-        }
-    }
-    out.push(cur);
-    out.into_iter()
-        .map(|s| s.trim_start().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
 }
 
 #[cfg(test)]

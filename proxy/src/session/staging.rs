@@ -15,6 +15,7 @@ use super::forward::{ClientEnd, ClientSide, ServerEnd, ServerSide, MAX_TERMINATE
 use super::prepared;
 use super::shared::{PrepState, Shared};
 use super::sql::{self, Effect};
+use super::streaming::{self, WHOLE_MESSAGE};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::topology::counters::{classify, NodeCounters};
@@ -48,6 +49,8 @@ pub(super) fn stage_client_bytes(
     buffers::ensure(&mut side.out);
     let mut prep = shared.prep();
     loop {
+        // Bytes of a message streaming through still to pass, before this scan.
+        let streaming = side.scan.remaining();
         let PrepState { plan, .. } = &mut *prep;
         let scan = side.scan.scan(&side.buf[pos..], |tag| {
             if client_interesting(tag) {
@@ -86,7 +89,11 @@ pub(super) fn stage_client_bytes(
         });
         match scan {
             Ok(Scan::Pass(n)) => {
-                side.out.extend_from_slice(&side.buf[pos..pos + n]);
+                let mut from = pos;
+                if side.stream.is_some() {
+                    from += streaming::passing(side, shared, pos, n.min(streaming), streaming);
+                }
+                side.out.extend_from_slice(&side.buf[from..pos + n]);
                 pos += n;
             }
             Ok(Scan::Message { tag, len }) => {
@@ -152,7 +159,8 @@ pub(super) fn stage_client_bytes(
             }
             Ok(Scan::NeedMore { wanted }) => {
                 let have = side.buf.len() - pos;
-                let limit = match side.buf.get(pos) {
+                let tag = side.buf.get(pos).copied();
+                let limit = match tag {
                     Some(b'X') => MAX_TERMINATE,
                     _ => max_message,
                 };
@@ -163,7 +171,21 @@ pub(super) fn stage_client_bytes(
                     );
                     return Err(ClientEnd::Handover);
                 }
-                side.buf.reserve(wanted.saturating_sub(have));
+                let large = matches!(tag, Some(b'Q' | b'B')) && wanted > WHOLE_MESSAGE;
+                if large && have >= WHOLE_MESSAGE {
+                    if let Some(head) =
+                        streaming::start(side, shared, &mut prep, pos, wanted, counters)?
+                    {
+                        pos += head;
+                        continue;
+                    }
+                }
+                let hold = if large && have < WHOLE_MESSAGE {
+                    WHOLE_MESSAGE
+                } else {
+                    wanted
+                };
+                side.buf.reserve(hold.saturating_sub(have));
                 break;
             }
             Err(e) => {
@@ -175,7 +197,7 @@ pub(super) fn stage_client_bytes(
     Ok((pos, stop))
 }
 
-fn count_statement(text: Option<&[u8]>, counters: Option<&NodeCounters>) {
+pub(super) fn count_statement(text: Option<&[u8]>, counters: Option<&NodeCounters>) {
     if let (Some(text), Some(c)) = (text, counters) {
         c.statement(classify(text));
     }
@@ -185,7 +207,11 @@ fn count_statement(text: Option<&[u8]>, counters: Option<&NodeCounters>) {
 /// it sees their CommandComplete).
 fn pin_effects(text: Option<&[u8]>, shared: &Shared) {
     let Some(text) = text else { return };
-    for e in sql::effects(text) {
+    pin_all(sql::effects(text), shared);
+}
+
+pub(super) fn pin_all(effects: Vec<Effect>, shared: &Shared) {
+    for e in effects {
         if let Effect::Pin(why) = e {
             shared.pin(why);
         }

@@ -24,6 +24,8 @@ pub const TOO_MANY_CONNECTIONS: &str = "53300";
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 /// `57P01`: the proxy is shutting down; clients treat this as "reconnect later".
 pub const ADMIN_SHUTDOWN: &str = "57P01";
+/// `57P02`: the server ended the session because another backend crashed.
+pub const CRASH_SHUTDOWN: &str = "57P02";
 /// `57P03`: not accepting connections right now (starting up, draining).
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
 /// `57014`: the statement was cancelled (cancel request or timeout).
@@ -60,6 +62,7 @@ mod tests {
             TOO_MANY_CONNECTIONS,
             PROGRAM_LIMIT_EXCEEDED,
             ADMIN_SHUTDOWN,
+            CRASH_SHUTDOWN,
             CANNOT_CONNECT_NOW,
             QUERY_CANCELED,
             INTERNAL_ERROR,

@@ -1,3 +1,4 @@
 //! Server connections to backends.
 
+pub mod alive;
 pub mod connect;

@@ -1,8 +1,10 @@
 //! One pool of server connections for a (node, user, database, options) key.
 //!
-//! Checkout order: an idle connection (most recently used first, warm caches), else a new one if
-//! the pool is under its size, else wait in FIFO order up to the query wait timeout. A
-//! connection that comes back in a bad state is closed and its slot handed to the next waiter.
+//! Checkout order: an idle connection (most recently used first, warm caches) whose backend is
+//! still there, else a new one if the pool is under its size, else wait in FIFO order up to the
+//! query wait timeout. A connection that comes back in a bad state is closed and its slot handed
+//! to the next waiter; one whose backend ends while idle is closed at the next checkout or
+//! within a second.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -158,7 +160,7 @@ impl Pool {
             }
             let now = Instant::now();
             while let Some(s) = g.idle.pop() {
-                if self.expired(&s, now) {
+                if self.expired(&s, now) || !still_open(&s) {
                     g.total -= 1;
                     continue;
                 }
@@ -267,7 +269,8 @@ impl Pool {
         g.waiters.clear();
     }
 
-    /// Drops idle connections past their lifetime or idle limit (called periodically).
+    /// Drops idle connections past their lifetime or idle limit, or whose backend is gone
+    /// (called every second).
     pub fn reap(&self) {
         let now = Instant::now();
         let mut g = self.lock();
@@ -277,7 +280,9 @@ impl Pool {
             (s.lifetime, s.idle_timeout)
         };
         g.idle.retain(|s| {
-            now.duration_since(s.created) < lifetime && now.duration_since(s.last_used) < idle
+            now.duration_since(s.created) < lifetime
+                && now.duration_since(s.last_used) < idle
+                && still_open(s)
         });
         let removed = before - g.idle.len();
         g.total = g.total.saturating_sub(removed);
@@ -308,4 +313,15 @@ impl Pool {
     pub fn is_closed(&self) -> bool {
         self.lock().closed
     }
+}
+
+/// Whether an idle connection's backend is still there. An idle PostgreSQL backend sends
+/// nothing until it ends (`pg_terminate_backend`, `idle_session_timeout`, a shutdown, its
+/// postmaster's death): then a FATAL and the end of the stream. So anything readable — bytes
+/// or EOF — means it is gone, and the next client must not get it. One non-blocking peek, which
+/// leaves the socket as it was.
+fn still_open(server: &Server) -> bool {
+    let sock = socket2::SockRef::from(&server.conn.stream);
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(sock.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }

@@ -14,7 +14,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Buf;
 use pgpivot_protocol::frame::Scanner;
 use pgpivot_protocol::sqlstate;
 use pgpivot_protocol::startup::StartupMessage;
@@ -23,10 +22,10 @@ use tokio::time::Instant;
 use super::buffers;
 use super::conn::ClientConn;
 use super::forward::{
-    client_to_server, server_to_client, still_primary, write_fatal, ClientEnd, ClientSide,
-    ServerEnd, ServerSide, Shared,
+    client_to_server, server_to_client, ClientEnd, ClientSide, ServerEnd, ServerSide, Shared,
 };
-use super::idle::{answer_errors, idle_turn, Idle};
+use super::idle::{idle_turn, Debt, Idle, Owed};
+use super::server_loss::{AfterLoss, Lost};
 use super::{ClientSocket, Ctx, Login};
 use crate::cancel::send_cancel;
 use crate::config::PoolMode;
@@ -125,9 +124,10 @@ pub async fn checkout(
     }
 }
 
-struct Attached {
-    server: Server,
-    pool: Arc<Pool>,
+/// A server connection a client holds, and its pool.
+pub(super) struct Attached {
+    pub server: Server,
+    pub pool: Arc<Pool>,
 }
 
 pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) {
@@ -157,10 +157,8 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
     // The pool of the last transaction, reused while the primary stays put.
     let mut last_pool: Option<Arc<Pool>> = None;
     let mut resumed = false;
-    // An error owed to the client's next request (its transaction died with its server).
-    let mut owed: Option<(&'static str, String)> = None;
-    // The owed error is for a transaction the client still thinks is open (aborted).
-    let mut lost_tx = false;
+    // What the client is owed after a transaction died with its server.
+    let mut debt = Debt::default();
 
     let outcome = loop {
         // Every turn of a session costs budget: however its turns end (a checkout that is
@@ -174,8 +172,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 &mut cw,
                 &mut client,
                 &shared,
-                &mut owed,
-                &mut lost_tx,
+                &mut debt,
                 parked.is_some(),
             )
             .await
@@ -208,7 +205,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                     };
                     if let Err(e) = synced {
                         pool.checkin(server, false);
-                        owed = Some((
+                        debt.owed = Some(Owed::new(
                             sqlstate::CONNECTION_FAILURE,
                             format!("could not prepare a server connection: {e}"),
                         ));
@@ -217,8 +214,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                     attached = Some(Box::new(Attached { server, pool }));
                 }
                 Err(e) => {
-                    let code = e.sqlstate();
-                    owed = Some((code, e.to_string()));
+                    debt.owed = Some(Owed::new(e.sqlstate(), e.to_string()));
                 }
             }
             continue;
@@ -330,61 +326,17 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 buffers::give(&mut client.out);
             }
             ServerEnd::Demoted | ServerEnd::ServerLost => {
-                if end == ServerEnd::Demoted || !still_primary(ctx, node) {
-                    ctx.topology.note_client_affected();
-                }
-                let quiet = shared.quiescent() && sside.buf.is_empty();
-                a.pool.checkin(a.server, false);
-                if let Some(why) = shared.pinned() {
-                    let msg = format!("terminating connection: its server connection held session state ({why}) and the primary changed");
-                    ctx.metrics.error_sent(Some(sqlstate::ADMIN_SHUTDOWN));
-                    write_fatal(&mut cw, sqlstate::ADMIN_SHUTDOWN, &msg).await;
-                    break "pinned client lost its server";
-                }
-                if quiet {
-                    ctx.moved_total.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(node, end = %end, "idle client detached; its next transaction goes to the primary");
-                    continue;
-                }
-                if !shared.client_boundary.load(Ordering::Relaxed)
-                    || !shared.server_boundary.load(Ordering::Relaxed)
-                {
-                    break "connection lost mid-message";
-                }
-                // Bytes that were being written to the lost server are gone with it: never resend.
-                let in_flight = shared.in_flight.swap(0, Ordering::Relaxed);
-                client.buf.advance(in_flight.min(client.buf.len()));
-                let held = shared
-                    .server_fatal
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take()
-                    .map(|b| *b);
-                let (code, msg) = match (&end, held) {
-                    // A class-57/08 FATAL from the dying server keeps its words, as an ERROR.
-                    (_, Some((c, m))) if c.starts_with("57") || c.starts_with("08") => (
-                        static_code(&c),
-                        format!("{m} (the transaction was lost; pgpivot keeps the connection)"),
-                    ),
-                    (ServerEnd::Demoted, _) => (sqlstate::ADMIN_SHUTDOWN, LOST.to_string()),
-                    _ => (sqlstate::CONNECTION_FAILURE, LOST.to_string()),
+                let lost = Lost {
+                    attached: a,
+                    end,
+                    server_buffered: !sside.buf.is_empty(),
                 };
-                let pending = shared.pending();
-                let in_transaction = !shared.idle.load(Ordering::Relaxed);
-                // Inside a transaction the client stays in an aborted transaction (ReadyForQuery
-                // 'E') until it ends it: an error may land on a request the application does not
-                // look at (a statement Close), so its COMMIT must fail too — never "succeed" on a
-                // fresh connection with nothing to commit.
-                let status = if in_transaction { b'E' } else { b'I' };
-                ctx.metrics.errors_sent(Some(code), u64::from(pending));
-                if pending > 0 && !answer_errors(&mut cw, code, &msg, pending, status).await {
-                    break "client gone";
+                let after = lost.settle(ctx, &mut cw, &shared, &mut client, &mut debt);
+                // Boxed: rare, and its state would otherwise sit in every session's future.
+                match Box::pin(after).await {
+                    AfterLoss::Stay => {}
+                    AfterLoss::End(why) => break why,
                 }
-                if pending == 0 || in_transaction || shared.unsynced.load(Ordering::Relaxed) {
-                    owed = Some((code, msg));
-                    lost_tx = in_transaction;
-                }
-                tracing::info!(node, end = %end, pending, in_transaction, "client transaction lost to a failover; client stays connected");
             }
             ServerEnd::ServerFatal | ServerEnd::Stopped(_) | ServerEnd::ClientGone => {
                 a.pool.checkin(a.server, false);
@@ -393,21 +345,6 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         }
     };
     tracing::debug!(outcome, "session ended");
-}
-
-const LOST: &str =
-    "the transaction was lost because its server connection failed (primary change); it was rolled back";
-
-/// The SQLSTATEs a lost transaction is reported with (owned strings from the server mapped
-/// onto the constants the error path carries).
-fn static_code(code: &str) -> &'static str {
-    match code {
-        "57P01" => sqlstate::ADMIN_SHUTDOWN,
-        "57P03" => sqlstate::CANNOT_CONNECT_NOW,
-        "08000" => sqlstate::CONNECTION_EXCEPTION,
-        _ if code.starts_with("57") => sqlstate::ADMIN_SHUTDOWN,
-        _ => sqlstate::CONNECTION_FAILURE,
-    }
 }
 
 /// Returns a connection when the client leaves: reset first in session mode.

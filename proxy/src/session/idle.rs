@@ -29,21 +29,20 @@ pub enum Idle {
 
 /// The client holds no server: wait for its next request, answering locally what needs no
 /// server (an owed error, stray COPY data, Terminate).
-#[allow(clippy::too_many_arguments)]
 pub async fn idle_turn<R, W>(
     ctx: &Ctx,
     cr: &mut R,
     cw: &mut W,
     client: &mut ClientSide,
     shared: &Shared,
-    owed: &mut Option<(&'static str, String)>,
-    lost_tx: &mut bool,
+    debt: &mut Debt,
     parked: bool,
 ) -> Idle
 where
     R: tokio::io::AsyncRead + Readable + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let Debt { owed, lost_tx } = debt;
     // Bytes of a message too large to hold that are still to be dropped as they arrive (stray
     // COPY data, or a request answered with an owed error).
     let mut discard = 0usize;
@@ -96,14 +95,13 @@ where
                     let droppable = matches!(tag, b'd' | b'c' | b'f' | b'H') || owed.is_some();
                     if have >= WHOLE_MESSAGE && droppable {
                         // Too large to hold, and never sent on: drop it as it arrives.
-                        if owed.is_some() && matches!(tag, b'Q' | b'F') {
+                        if let Some(o) = owed.clone().filter(|_| matches!(tag, b'Q' | b'F')) {
                             let status = if *lost_tx { b'E' } else { b'I' };
-                            let (code, msg) = owed.clone().unwrap_or_default();
-                            ctx.metrics.error_sent(Some(code));
+                            ctx.metrics.error_sent(Some(o.code));
                             if !*lost_tx {
                                 *owed = None;
                             }
-                            if !answer_errors(cw, code, &msg, 1, status).await {
+                            if !answer_errors(cw, &o, 1, status).await {
                                 return Idle::End("client gone");
                             }
                         }
@@ -154,7 +152,7 @@ where
                         return Idle::Request;
                     }
                     _ => {
-                        let Some((code, msg)) = owed.clone() else {
+                        let Some(o) = owed.clone() else {
                             return Idle::Request;
                         };
                         if client.buf.len() < len {
@@ -168,7 +166,7 @@ where
                             client.buf.advance(len);
                             if tag == b'Q' || tag == b'S' || tag == b'F' {
                                 if ends != Some(false) {
-                                    ctx.metrics.error_sent(Some(code));
+                                    ctx.metrics.error_sent(Some(o.code));
                                 }
                                 tracing::debug!(tag = %(tag as char), ?ends, lost_tx = *lost_tx, "answering a request of a lost transaction");
                                 let sent = match ends {
@@ -185,14 +183,12 @@ where
                                     Some(true) => {
                                         *owed = None;
                                         *lost_tx = false;
-                                        answer_errors(cw, code, &msg, 1, b'I').await
+                                        answer_errors(cw, &o, 1, b'I').await
                                     }
-                                    None if *lost_tx => {
-                                        answer_errors(cw, code, &msg, 1, b'E').await
-                                    }
+                                    None if *lost_tx => answer_errors(cw, &o, 1, b'E').await,
                                     None => {
                                         *owed = None;
-                                        answer_errors(cw, code, &msg, 1, b'I').await
+                                        answer_errors(cw, &o, 1, b'I').await
                                     }
                                 };
                                 if !sent {
@@ -262,23 +258,53 @@ fn ends_transaction(body: &[u8]) -> Option<bool> {
     }
 }
 
+/// What a session owes its client after losing a transaction with its server.
+#[derive(Debug, Default)]
+pub struct Debt {
+    /// The error for the client's next request(s).
+    pub owed: Option<Owed>,
+    /// The error is for a transaction the client still thinks is open (aborted): every request
+    /// gets it until the client ends that transaction.
+    pub lost_tx: bool,
+}
+
+/// An error owed to the client: its transaction was lost with its server connection (or no
+/// server could be had for it). Answered in place of the requests it was waiting on, and of
+/// its next ones until it ends the transaction.
+#[derive(Debug, Clone)]
+pub struct Owed {
+    pub code: &'static str,
+    /// The server's own words when its FATAL said why (never altered), else pgpivot's.
+    pub message: String,
+    /// pgpivot's explanation, when the message is the server's.
+    pub detail: Option<&'static str>,
+}
+
+impl Owed {
+    pub fn new(code: &'static str, message: String) -> Self {
+        Owed {
+            code,
+            message,
+            detail: None,
+        }
+    }
+}
+
 /// Sends `n` × (ErrorResponse, ReadyForQuery with `status`). Returns false if the client is
 /// gone.
 /// (Boxed, as `write_fatal`: a rare path of a long-lived future.)
 pub fn answer_errors<'a, W: AsyncWrite + Unpin>(
     cw: &'a mut W,
-    code: &'a str,
-    message: &'a str,
+    owed: &'a Owed,
     n: u32,
     status: u8,
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = bool> + 'a>> {
-    Box::pin(answer_errors_now(cw, code, message, n, status))
+    Box::pin(answer_errors_now(cw, owed, n, status))
 }
 
 async fn answer_errors_now<W: AsyncWrite + Unpin>(
     cw: &mut W,
-    code: &str,
-    message: &str,
+    owed: &Owed,
     n: u32,
     status: u8,
 ) -> bool {
@@ -288,9 +314,9 @@ async fn answer_errors_now<W: AsyncWrite + Unpin>(
             &mut out,
             &ErrorFields {
                 severity: "ERROR",
-                code,
-                message,
-                detail: None,
+                code: owed.code,
+                message: &owed.message,
+                detail: owed.detail,
                 hint: Some(
                     "pgpivot moved this connection to the new primary; retry the transaction",
                 ),

@@ -13,6 +13,7 @@ mod idle;
 mod local;
 pub mod params;
 pub mod prepared;
+mod server_loss;
 mod shared;
 pub mod sql;
 mod sql_stream;

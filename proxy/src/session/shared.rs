@@ -41,10 +41,10 @@ pub struct Shared {
     pub(super) pin_counted: AtomicBool,
     /// Prepared-statement state both pumps use (never held across an await).
     pub prep: Mutex<PrepState>,
-    /// A FATAL the server sent as it went away (SQLSTATE, message), held back from the client:
-    /// the client keeps its connection and gets it as an ERROR for what it was waiting on.
-    /// (Boxed, like `stop`: rare, and every idle client carries the slot.)
-    pub server_fatal: Mutex<Option<Box<(String, String)>>>,
+    /// A FATAL the server sent before closing (the raw frame), held back until it is known
+    /// whether the node is going away (the client stays and gets its words as an ERROR) or only
+    /// this backend ended (the frame goes to the client as it is, and the session ends).
+    pub server_fatal: Mutex<Option<bytes::Bytes>>,
     stop: Mutex<Option<Box<(&'static str, String)>>>,
     pub(super) wake: Notify,
     /// The server connection the client holds now: where its cancel requests go.

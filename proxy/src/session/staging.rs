@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use pgpivot_protocol::frame::Scan;
 use pgpivot_protocol::sqlstate;
 use pgpivot_protocol::views::{self, ErrorView};
@@ -274,6 +275,12 @@ pub(super) fn stage_server_bytes(
                     client_params,
                     server_fatal,
                 );
+                if tag == b'E' && !forward {
+                    *shared
+                        .server_fatal
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(Bytes::copy_from_slice(frame));
+                }
                 // A held-back FATAL of a dying server is not part of the client stream.
                 tracing::trace!(tag = %(tag as char), len, "server message");
                 match tag {
@@ -343,16 +350,6 @@ fn observe(
                     *server_fatal = true;
                     return true;
                 }
-                let held = (
-                    v.sqlstate()
-                        .unwrap_or(sqlstate::CONNECTION_FAILURE)
-                        .to_string(),
-                    v.message().unwrap_or("server connection lost").to_string(),
-                );
-                *shared
-                    .server_fatal
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(held));
                 return false;
             }
         }

@@ -217,10 +217,13 @@ async def step_notify():
         other_pid = await other.fetchval("SELECT pg_backend_pid()")
         await conn.execute("NOTIFY matrix_chan, 'self-1'")
         await other.execute("SELECT pg_notify('matrix_chan', 'other-1')")
+        self_pids = []
         for _ in range(2):
             pid, ch, payload = await asyncio.wait_for(got.get(), 5)
-            out("notify.got", ch, payload, "pid=own" if pid == own else "pid=other" if pid == other_pid else "pid=?",
-                "pid=key" if pid == conn.get_server_pid() else "")
+            out("notify.got", ch, payload, "pid=own" if pid == own else "pid=other" if pid == other_pid else "pid=?")
+            if payload == "self-1":
+                self_pids.append(pid)
+        out("notify.self_pid_is_key_pid", [pid == conn.get_server_pid() for pid in self_pids])
         await conn.reset()  # UNLISTEN * among other things
         await other.execute("NOTIFY matrix_chan, 'after-unlisten'")
         await asyncio.sleep(0.5)
@@ -341,7 +344,7 @@ async def main():
         try:
             await asyncio.wait_for(step(), STEP_TIMEOUT_S)
         except Exception as e:  # the transcript records it; the next step starts afresh
-            out(f"{name}.error", err(e))
+            out(f"{name}.failed", err(e))
     out("done", NAME)
 
 

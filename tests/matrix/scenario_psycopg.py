@@ -3,7 +3,7 @@ against PostgreSQL and through pgpivot, and diffs the transcripts).
 
 Connection from MATRIX_HOST, MATRIX_PORT, MATRIX_USER, MATRIX_PASSWORD, MATRIX_DB. Every step
 opens its own connections, so one step's failure cannot leak into the next; a step that raises
-prints one `error` line and the scenario goes on. Values that differ from run to run (pids,
+prints one `<step>.failed` line and the scenario goes on. Values that differ from run to run (pids,
 timings) are printed as relations or booleans only. Every connection uses prepare_threshold=0:
 each statement is prepared at the protocol level on first use.
 """
@@ -204,8 +204,8 @@ def step_notify():
         other_pid = one(other, "SELECT pg_backend_pid()")
         got = list(conn.notifies(timeout=5, stop_after=2))
         for n in got:
-            out("notify.got", n.channel, n.payload, "pid=own" if n.pid == own else
-                "pid=other" if n.pid == other_pid else "pid=?", "pid=key" if n.pid == conn.info.backend_pid else "")
+            out("notify.got", n.channel, n.payload, "pid=own" if n.pid == own else "pid=other" if n.pid == other_pid else "pid=?")
+        out("notify.self_pid_is_key_pid", [n.pid == conn.info.backend_pid for n in got if n.payload == "self-1"])
         conn.execute("UNLISTEN *")
         other.execute("NOTIFY matrix_chan, 'after-unlisten'")
         out("notify.after_unlisten", [n.payload for n in conn.notifies(timeout=0.5)])
@@ -315,7 +315,7 @@ def main():
         try:
             step()
         except Exception as e:  # the transcript records it; the next step starts afresh
-            out(f"{name}.error", err(e))
+            out(f"{name}.failed", err(e))
         finally:
             signal.alarm(0)
     out("done", NAME)

@@ -14,13 +14,35 @@ use std::time::Duration;
 
 use pgpivot_tests::e2e::{start_cluster, start_pivot};
 use pgpivot_tests::{Cluster, PivotOptions};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 /// A whole scenario run; each step also has its own 20 s bound inside the client.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Transcript lines transaction mode may print differently from direct PostgreSQL:
 /// (client or `*`, transcript key, why). README's *Client matrix* section lists the same.
-const TRANSACTION_MODE_LIMITS: &[(&str, &str, &str)] = &[];
+const TRANSACTION_MODE_LIMITS: &[(&str, &str, &str)] = &[
+    (
+        "*",
+        "startup.key_pid_is_backend_pid",
+        "the login's BackendKeyData names one server connection; later transactions may run on others",
+    ),
+    (
+        "*",
+        "notify.self_pid_is_key_pid",
+        "a listening client is pinned to the connection it listened on, not the one of its login",
+    ),
+    (
+        "*",
+        "prepared.server_side",
+        "pg_prepared_statements lists the statements of the server connection the query runs on",
+    ),
+    (
+        "psycopg",
+        "prepared.many",
+        "pg_prepared_statements lists the statements of the server connection the query runs on",
+    ),
+];
 
 #[derive(Clone, Copy, Debug)]
 enum Client {
@@ -91,9 +113,21 @@ async fn prepare(client: Client, scratch: &Path) {
 fn command(client: Client, scratch: &Path) -> tokio::process::Command {
     let dir = matrix_dir();
     let (program, args): (&str, Vec<String>) = match client {
-        Client::Psycopg => ("python3", vec![dir.join("scenario_psycopg.py").display().to_string()]),
-        Client::Asyncpg => ("python3", vec![dir.join("scenario_asyncpg.py").display().to_string()]),
-        Client::NodePg => ("node", vec!["--no-deprecation".into(), dir.join("node/scenario.js").display().to_string()]),
+        Client::Psycopg => (
+            "python3",
+            vec![dir.join("scenario_psycopg.py").display().to_string()],
+        ),
+        Client::Asyncpg => (
+            "python3",
+            vec![dir.join("scenario_asyncpg.py").display().to_string()],
+        ),
+        Client::NodePg => (
+            "node",
+            vec![
+                "--no-deprecation".into(),
+                dir.join("node/scenario.js").display().to_string(),
+            ],
+        ),
         Client::PgJdbc => (
             "java",
             vec![
@@ -104,7 +138,10 @@ fn command(client: Client, scratch: &Path) -> tokio::process::Command {
                 "Scenario".into(),
             ],
         ),
-        Client::TokioPostgres => (env!("CARGO_BIN_EXE_matrix-rust"), vec!["tokio-postgres".into()]),
+        Client::TokioPostgres => (
+            env!("CARGO_BIN_EXE_matrix-rust"),
+            vec!["tokio-postgres".into()],
+        ),
         Client::Sqlx => (env!("CARGO_BIN_EXE_matrix-rust"), vec!["sqlx".into()]),
     };
     let mut cmd = tokio::process::Command::new(program);
@@ -117,30 +154,65 @@ fn command(client: Client, scratch: &Path) -> tokio::process::Command {
 }
 
 /// Runs the scenario against 127.0.0.1:`port`; returns the transcript with the port replaced
-/// by `<port>` (client-side messages may name it). A failed or timed-out run panics with what
-/// it printed.
-async fn run(client: Client, scratch: &Path, c: &Cluster, port: u16, label: &str) -> String {
+/// by `<port>` (client-side messages may name it). A run that fails, exits early or outlives
+/// [`RUN_TIMEOUT`] keeps what it printed, then a `run:` line saying so and its stderr.
+async fn run(client: Client, scratch: &Path, c: &Cluster, port: u16) -> String {
     let o = c.options();
     let mut cmd = command(client, scratch);
     cmd.env("MATRIX_HOST", "127.0.0.1")
         .env("MATRIX_PORT", port.to_string())
         .env("MATRIX_USER", &o.app_user)
         .env("MATRIX_PASSWORD", &o.app_password)
-        .env("MATRIX_DB", &o.database);
-    let out = tokio::time::timeout(RUN_TIMEOUT, cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("{} ({label}) ran longer than {RUN_TIMEOUT:?}", client.name()))
-        .unwrap_or_else(|e| panic!("starting {} ({label}): {e}", client.name()));
-    let stdout = String::from_utf8_lossy(&out.stdout).replace(&port.to_string(), "<port>");
-    let done = format!("done: {}\n", client.name());
-    assert!(
-        out.status.success() && stdout.ends_with(&done),
-        "{} ({label}) did not finish: {:?}\n{stdout}\n{}",
-        client.name(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+        .env("MATRIX_DB", &o.database)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", client.name()));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let stderr = tokio::spawn(async move {
+        let mut buf = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut buf).await;
+        buf
+    });
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let deadline = tokio::time::Instant::now() + RUN_TIMEOUT;
+    let mut transcript = String::new();
+    let mut problem = None;
+    loop {
+        match tokio::time::timeout_at(deadline, lines.next_line()).await {
+            Ok(Ok(Some(line))) => {
+                transcript.push_str(&line.replace(&port.to_string(), "<port>"));
+                transcript.push('\n');
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                problem = Some(format!("reading its output: {e}"));
+                break;
+            }
+            Err(_) => {
+                problem = Some(format!("still running after {RUN_TIMEOUT:?}, killed"));
+                break;
+            }
+        }
+    }
+    let _ = child.start_kill();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let finished = transcript.ends_with(&format!("done: {}\n", client.name()));
+    let problem = match (problem, status) {
+        (Some(p), _) => Some(p),
+        (None, Ok(Ok(s))) if s.success() && finished => None,
+        (None, status) => Some(format!("did not finish ({status:?})")),
+    };
+    if let Some(p) = problem {
+        let stderr = tokio::time::timeout(Duration::from_secs(5), stderr).await;
+        let stderr = stderr.ok().and_then(Result::ok).unwrap_or_default();
+        transcript.push_str(&format!("run: {p}\n"));
+        for line in stderr.lines() {
+            transcript.push_str(&format!("run.stderr: {line}\n"));
+        }
+    }
+    transcript
 }
 
 /// A line-level diff (longest common subsequence): the lines only in `a` (`-`) and only in `b`
@@ -150,7 +222,11 @@ fn diff<'a>(a: &'a str, b: &'a str) -> Vec<(char, &'a str)> {
     let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
         }
     }
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
@@ -179,70 +255,110 @@ fn allowed_in_transaction_mode(client: Client, line: &str) -> bool {
 }
 
 fn report(client: Client, mode: &str, lines: &[(char, &str)]) -> String {
-    let mut s = format!("{} through pgpivot in {mode} mode differs from direct PostgreSQL:\n", client.name());
+    let mut s = format!(
+        "{} through pgpivot in {mode} mode differs from direct PostgreSQL:\n",
+        client.name()
+    );
     for (sign, line) in lines {
         s.push_str(&format!("  {sign} {line}\n"));
     }
     s
 }
 
-async fn matrix(client: Client) {
-    let scratch = tempfile::Builder::new().prefix("pgpivot-matrix").tempdir().expect("temp dir");
-    prepare(client, scratch.path()).await;
+/// Runs `client`'s scenario directly, then through pgpivot in each pool mode, and compares.
+///
+/// pgpivot runs on a runtime of its own: a session that spins without yielding must make the
+/// test fail at its deadline, not starve the timers and child processes of the test itself.
+fn matrix(client: Client) {
+    let test_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("test runtime");
+    let scratch = tempfile::Builder::new()
+        .prefix("pgpivot-matrix")
+        .tempdir()
+        .expect("temp dir");
+    test_rt.block_on(prepare(client, scratch.path()));
     let c = start_cluster();
-    let direct = run(client, scratch.path(), &c, c.node(0).port, "direct").await;
-    let errors: Vec<&str> = direct.lines().filter(|l| key(l).ends_with(".error")).collect();
-    assert!(errors.is_empty(), "the scenario itself fails against PostgreSQL: {errors:?}\n{direct}");
+    let direct = test_rt.block_on(run(client, scratch.path(), &c, c.node(0).port));
+    let errors: Vec<&str> = direct
+        .lines()
+        .filter(|l| key(l).ends_with(".failed") || key(l).starts_with("run"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the scenario itself fails against PostgreSQL: {errors:?}\n{direct}"
+    );
 
     let mut failures = String::new();
     for mode in ["session", "transaction"] {
+        let pivot_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("pgpivot")
+            .enable_all()
+            .build()
+            .expect("pgpivot runtime");
         let opts = PivotOptions {
             env: vec![("PGPIVOT_POOL_MODE".into(), mode.into())],
             ..Default::default()
         };
-        let p = start_pivot(&c, opts).await;
-        let through = run(client, scratch.path(), &c, p.addr.port(), mode).await;
-        p.stop().await;
+        let p = pivot_rt.block_on(start_pivot(&c, opts));
+        let through = test_rt.block_on(run(client, scratch.path(), &c, p.addr.port()));
+        let stopping = pivot_rt.spawn(p.stop());
+        let stopped = test_rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(15), stopping).await });
+        pivot_rt.shutdown_background();
         let d = diff(&direct, &through);
         let unexpected: Vec<(char, &str)> = match mode {
             "session" => d,
-            _ => d.into_iter().filter(|(_, l)| !allowed_in_transaction_mode(client, l)).collect(),
+            _ => d
+                .into_iter()
+                .filter(|(_, l)| !allowed_in_transaction_mode(client, l))
+                .collect(),
         };
         if !unexpected.is_empty() {
             failures.push_str(&report(client, mode, &unexpected));
         }
+        if stopped.is_err() {
+            failures.push_str(&format!(
+                "pgpivot ({mode} mode) did not stop within 15 s after the run\n"
+            ));
+        }
     }
-    assert!(failures.is_empty(), "{failures}\ndirect PostgreSQL printed:\n{direct}");
+    assert!(
+        failures.is_empty(),
+        "{failures}\ndirect PostgreSQL printed:\n{direct}"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psycopg() {
-    matrix(Client::Psycopg).await;
+#[test]
+fn psycopg() {
+    matrix(Client::Psycopg);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn asyncpg() {
-    matrix(Client::Asyncpg).await;
+#[test]
+fn asyncpg() {
+    matrix(Client::Asyncpg);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_postgres() {
-    matrix(Client::NodePg).await;
+#[test]
+fn node_postgres() {
+    matrix(Client::NodePg);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pgjdbc() {
-    matrix(Client::PgJdbc).await;
+#[test]
+fn pgjdbc() {
+    matrix(Client::PgJdbc);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokio_postgres() {
-    matrix(Client::TokioPostgres).await;
+#[test]
+fn tokio_postgres() {
+    matrix(Client::TokioPostgres);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlx() {
-    matrix(Client::Sqlx).await;
+#[test]
+fn sqlx() {
+    matrix(Client::Sqlx);
 }
 
 /// Every transaction-mode limit the matrix accepts is written down for users.

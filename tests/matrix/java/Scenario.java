@@ -307,9 +307,10 @@ public class Scenario {
             for (PGNotification n : got) {
                 String pid = String.valueOf(n.getPID());
                 out("notify.got", n.getName(), n.getParameter(),
-                        pid.equals(own) ? "pid=own" : pid.equals(otherPid) ? "pid=other" : "pid=?",
-                        n.getPID() == pc.getBackendPID() ? "pid=key" : "");
+                        pid.equals(own) ? "pid=own" : pid.equals(otherPid) ? "pid=other" : "pid=?");
             }
+            out("notify.self_pid_is_key_pid", got.stream().filter(n -> n.getParameter().equals("self-1"))
+                    .map(n -> n.getPID() == pc.getBackendPID()).toList());
             st.execute("UNLISTEN *");
             one(other, "SELECT pg_notify('matrix_chan', 'after-unlisten')");
             PGNotification[] late = pc.getNotifications(500);
@@ -481,9 +482,9 @@ public class Scenario {
                 f.get(STEP_TIMEOUT_S, TimeUnit.SECONDS);
             } catch (TimeoutException e) {
                 f.cancel(true);
-                out(name + ".error", "step took more than " + STEP_TIMEOUT_S + " s");
+                out(name + ".failed", "step took more than " + STEP_TIMEOUT_S + " s");
             } catch (java.util.concurrent.ExecutionException e) {
-                out(name + ".error", err(e.getCause()));
+                out(name + ".failed", err(e.getCause()));
             }
         }
         out("done", NAME);

@@ -220,8 +220,9 @@ async function stepNotify() {
   while (got.length < 2 && Date.now() < deadline) await sleep(20)
   for (const n of got) {
     const who = n.processId === own ? 'pid=own' : n.processId === otherPid ? 'pid=other' : 'pid=?'
-    out('notify.got', n.channel, n.payload, who, n.processId === c.processID ? 'pid=key' : '')
+    out('notify.got', n.channel, n.payload, who)
   }
+  out('notify.self_pid_is_key_pid', got.filter((n) => n.payload === 'self-1').map((n) => n.processId === c.processID))
   got.length = 0
   await c.query('UNLISTEN *')
   await other.query("NOTIFY matrix_chan, 'after-unlisten'")
@@ -339,7 +340,7 @@ async function main() {
     try {
       await Promise.race([step(), timeout])
     } catch (e) {
-      out(`${name}.error`, err(e))
+      out(`${name}.failed`, err(e))
     } finally {
       clearTimeout(timer)
     }

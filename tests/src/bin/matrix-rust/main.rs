@@ -1,7 +1,7 @@
 //! The client matrix's scenarios for the Rust clients: `matrix-rust tokio-postgres` and
 //! `matrix-rust sqlx` (see `tests/matrix/scenario_psycopg.py` for the conventions: connection
 //! from `MATRIX_*`, one transcript line per observation, every step on its own connections,
-//! a failed step prints one `error` line and the next one starts afresh).
+//! a failed step prints one `<step>.failed` line and the next one starts afresh).
 
 mod sqlx_client;
 mod tokio_client;
@@ -55,7 +55,7 @@ impl Target {
     }
 }
 
-pub(crate) type StepFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+pub(crate) type StepFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
 
 /// One client's scenario: its name and how it runs a step (`None`: the client's API has no
 /// way to do it).
@@ -98,9 +98,9 @@ async fn main() -> anyhow::Result<()> {
         };
         match tokio::time::timeout(STEP_TIMEOUT, fut).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => out!(format!("{name}.error"), "{}", scenario.describe(&e)),
+            Ok(Err(e)) => out!(format!("{name}.failed"), "{}", scenario.describe(&e)),
             Err(_) => out!(
-                format!("{name}.error"),
+                format!("{name}.failed"),
                 "step took more than {} s",
                 STEP_TIMEOUT.as_secs()
             ),

@@ -27,6 +27,7 @@ pub struct Pumps {
     counters: NodeCounters,
     metrics: Metrics,
     client_max: usize,
+    server_max: usize,
 }
 
 impl Default for Pumps {
@@ -54,6 +55,7 @@ impl Pumps {
             counters: NodeCounters::default(),
             metrics: Metrics::new(),
             client_max,
+            server_max,
         }
     }
 
@@ -76,8 +78,36 @@ impl Pumps {
             Some(&self.counters),
         )
         .map_err(|end| format!("{end:?}"))?;
+        // As the client pump does: a request only partly read is not a boundary.
+        let whole = pos == self.client.buf.len();
+        self.shared.client_boundary.store(
+            self.client.scan.at_boundary() && whole,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.client.buf.advance(pos);
         Ok(&self.client.out)
+    }
+
+    /// Transaction pooling's release point, as the server pump decides it: when the session
+    /// could give its server connection back now, it does (the next read goes to a fresh
+    /// server side, as after a new checkout) and this returns true.
+    pub fn release_if_idle(&mut self) -> bool {
+        let idle = self.server.buf.is_empty()
+            && self.shared.quiescent()
+            && self.shared.pinned().is_none();
+        if idle {
+            let mut server = ServerSide::new();
+            server.scan = Scanner::new(self.server_max);
+            self.server = server;
+            self.shared.reset_for_attach();
+        }
+        idle
+    }
+
+    /// A client message is partly read or partly passed to the server: releasing the server
+    /// connection now would cut it.
+    pub fn client_mid_message(&self) -> bool {
+        !self.client.scan.at_boundary() || self.client.stream.is_some() || !self.client.buf.is_empty()
     }
 
     /// Server bytes arrive (as one read): staged for the client. Returns what the pump would

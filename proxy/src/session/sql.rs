@@ -23,6 +23,9 @@ pub enum Effect {
     DeallocateAll,
     Deallocate(String),
     DiscardAll,
+    /// RESET (of one parameter or all) or `SET … TO DEFAULT`: parameters go back to the values
+    /// the server connection started with, which in transaction mode are not the client's.
+    ResetParams,
 }
 
 /// Effects of every statement in `sql` (a Query or a Parse text).
@@ -58,6 +61,7 @@ pub fn effects(sql: &[u8]) -> Vec<Effect> {
                 }
             }
             "discard" if w(1) == "all" => Some(Effect::DiscardAll),
+            "reset" => Some(Effect::ResetParams),
             "discard" if w(1) == "temp" || w(1) == "temporary" => None,
             _ => None,
         };
@@ -164,6 +168,19 @@ fn set_effect(words: &[&str]) -> Option<Effect> {
         .trim_matches('"');
     if name == "role" {
         return Some(Effect::Pin("SET ROLE"));
+    }
+    // `SET name TO DEFAULT` / `SET name = DEFAULT`: a reset, not new state.
+    let value = words[i..].join(" ");
+    let value = value[value.find(name).map_or(0, |p| p + name.len())..]
+        .trim_start_matches('"')
+        .trim_start();
+    let value = value
+        .strip_prefix("to ")
+        .or_else(|| value.strip_prefix('='))
+        .unwrap_or(value)
+        .trim();
+    if value == "default" {
+        return Some(Effect::ResetParams);
     }
     if REPORTED.contains(&name) {
         None
@@ -324,6 +341,19 @@ mod tests {
             vec![Effect::Deallocate("s1".into())]
         );
         assert_eq!(e("DISCARD ALL"), vec![Effect::DiscardAll]);
+        for reset in [
+            "RESET ALL",
+            "reset statement_timeout",
+            "SET statement_timeout TO DEFAULT",
+            "set session \"statement_timeout\" = default",
+            "SET application_name=DEFAULT",
+        ] {
+            assert_eq!(e(reset), vec![Effect::ResetParams], "{reset}");
+        }
+        assert_eq!(
+            e("SET statement_timeout TO defaults"),
+            vec![Effect::Pin("SET of a parameter the server does not report")]
+        );
         assert_eq!(e("begin; listen a; commit"), vec![Effect::Pin("LISTEN")]);
     }
 }

@@ -181,13 +181,15 @@ fn count_statement(text: Option<&[u8]>, counters: Option<&NodeCounters>) {
     }
 }
 
-/// Session-bound statements pin the client (prepared-statement resets are the plan's business:
-/// it sees their CommandComplete).
+/// Session-bound statements pin the client; parameter resets are noted for the engine
+/// (prepared-statement resets are the plan's business: it sees their CommandComplete).
 fn pin_effects(text: Option<&[u8]>, shared: &Shared) {
     let Some(text) = text else { return };
     for e in sql::effects(text) {
-        if let Effect::Pin(why) = e {
-            shared.pin(why);
+        match e {
+            Effect::Pin(why) => shared.pin(why),
+            Effect::ResetParams | Effect::DiscardAll => shared.note_params_reset(),
+            _ => {}
         }
     }
 }

@@ -118,7 +118,7 @@ async fn console_turns<S: AsyncRead + AsyncWrite + Unpin>(
     let mut responder = Responder::new(Surface::Console);
     let mut out = BytesMut::new();
     loop {
-        match header(&buf, MAX_MESSAGE) {
+        match header(buf, MAX_MESSAGE) {
             Err(e) => {
                 let mut fatal = BytesMut::new();
                 build::error_response(

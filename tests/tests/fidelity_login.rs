@@ -187,6 +187,7 @@ async fn drivers_see_their_own_pid_notifications_and_cancel() {
             // which no backend can have; the client's own notifications carry it.
             assert_eq!(got["pid_is_real"], "False", "{got:?}");
             assert_eq!(got["pid_beyond_pid_max"], "True", "{got:?}");
+            assert_eq!(got["own_notification"], "True", "{got:?}");
         }
         p.stop().await;
     }
@@ -201,6 +202,9 @@ async fn shows(s: &mut UnixStream, names: &[&str]) -> Vec<String> {
     v
 }
 
+/// Startup parameters beyond user and database.
+type Params<'a> = &'a [(&'a str, &'a str)];
+
 const WATCHED: &[&str] = &[
     "statement_timeout",
     "idle_in_transaction_session_timeout",
@@ -212,7 +216,7 @@ const WATCHED: &[&str] = &[
 /// packet. With one server connection every client reuses the previous client's.
 async fn parameter_sequence(path: &Path, what: &str) {
     let five = [("statement_timeout", "5s"), ("application_name", "five")];
-    let cases: &[(&[(&str, &str)], [&str; 3])] = &[
+    let cases: &[(Params, [&str; 3])] = &[
         (&five, ["5s", "0", "five"]),
         (&five, ["5s", "0", "five"]),
         (&[], ["0", "0", ""]),

@@ -234,6 +234,8 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         a.server.conn.leftover.clear();
         sside.scan = Scanner::new(i32::MAX as usize);
         sside.pool = Some(a.pool.clone());
+        sside.own_pid =
+            (a.server.conn.pid != cancel.pid).then_some((a.server.conn.pid, cancel.pid));
         let node = a.server.node_id;
         tracing::trace!(server_pid = a.server.conn.pid, "attached");
         // The pumps live on the heap for the attachment only: an idle client's task stays small.

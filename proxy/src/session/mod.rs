@@ -287,25 +287,27 @@ async fn login<S: ClientSocket>(
         PoolMode::Transaction => startup_params::bare(&normal),
     };
     let known = ctx.greetings.get(&normal);
-    let (server, params) = match mode {
-        PoolMode::Transaction => match known.or_else(|| covered_by_pool(ctx, &normal)) {
-            Some(params) => (None, params),
-            None => {
-                let s = checkout_for_login(ctx, &server_startup, &password, None).await?;
-                let s = s.ok_or_else(|| SessionError::NoPrimary("no server connection".into()))?;
-                adopt(ctx, s, &normal).await?
-            }
-        },
+    let (known, wait) = match mode {
+        PoolMode::Transaction => (known.or_else(|| covered_by_pool(ctx, &normal)), None),
         // The server's pid is the one to tell the client: wait for a connection, but not long
         // when the client can be greeted without one (a liveness probe while the primary hangs
         // or every connection is taken).
         PoolMode::Session => {
             let wait = known.is_some().then_some(LOGIN_SERVER_WAIT);
-            match checkout_for_login(ctx, &server_startup, &password, wait).await? {
-                Some(s) => adopt(ctx, s, &normal).await?,
-                None => (None, known.unwrap_or_default()),
-            }
+            (known, wait)
         }
+    };
+    let (server, params) = match (mode, known) {
+        (PoolMode::Transaction, Some(params)) => (None, params),
+        (_, known) => match (
+            checkout_for_login(ctx, &server_startup, &password, wait).await?,
+            known,
+        ) {
+            (Some(s), _) => adopt(ctx, s, &normal).await?,
+            (None, Some(params)) => (None, params),
+            // Without a greeting to fall back on, the wait is not bounded.
+            (None, None) => return Err(SessionError::NoPrimary("no server connection".into())),
+        },
     };
     let server_pid = match mode {
         PoolMode::Session => server.as_ref().map(|s| s.0.conn.pid),
@@ -333,7 +335,13 @@ async fn login<S: ClientSocket>(
     }
     build::backend_key_data(&mut out, cancel.pid, &cancel.secret);
     build::ready_for_query(&mut out, b'I');
-    conn.write(&out).await?;
+    if let Err(e) = conn.write(&out).await {
+        if let Some(s) = server {
+            let (server, pool) = *s;
+            pool.checkin(server, true);
+        }
+        return Err(e);
+    }
     tracing::debug!(user, database = startup.database(), "session started");
     Ok(Some(Login {
         startup: server_startup,

@@ -1,6 +1,9 @@
 //! One client session, start to end: the first packet, authentication, a first server
-//! connection from the pool (which also proves the database and parameters are valid), then the
-//! [`engine`] until the client leaves or pgpivot ends the session.
+//! connection from the pool (which also proves the database and parameters are valid, and in
+//! session mode gives the pid the client is told), then the [`engine`] until the client leaves
+//! or pgpivot ends the session. A login whose greeting is known already (an identical startup
+//! packet was greeted before, or in transaction mode one the pool's defaults cover) may go
+//! without a server connection.
 
 #[doc(hidden)]
 pub mod bench_hooks;

@@ -65,7 +65,10 @@ pub fn run(data: &[u8]) {
 fn try_release(pumps: &mut Pumps) {
     let mid = pumps.client_mid_message();
     if pumps.release_if_idle() {
-        assert!(!mid, "released the server connection in the middle of a client message");
+        assert!(
+            !mid,
+            "released the server connection in the middle of a client message"
+        );
     }
 }
 

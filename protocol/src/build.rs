@@ -71,6 +71,47 @@ pub fn error_response(buf: &mut BytesMut, fields: &ErrorFields<'_>) {
     error_like(buf, b'E', fields);
 }
 
+/// An error in the format before protocol 3.0: 'E' and one NUL-terminated line, no length
+/// word. PostgreSQL answers so to a client that asked for protocol 1.x or 2.x (the only thing
+/// such a client can read): `<severity>:  <message>` and a newline.
+pub fn legacy_error(buf: &mut BytesMut, severity: &str, message: &str) {
+    buf.put_u8(b'E');
+    let line = format!("{severity}:  {message}\n");
+    put_cstr(buf, line.as_bytes());
+}
+
+/// The same ErrorResponse with another severity (fields `S` and `V`), every other field as the
+/// server wrote it: a server's ERROR for a SET pgpivot ran on a client's behalf becomes the
+/// FATAL PostgreSQL gives for the same value in a startup packet. `None` if `error` is not a
+/// well-formed ErrorResponse.
+pub fn with_severity(error: &[u8], severity: &str) -> Option<BytesMut> {
+    if error.first() != Some(&b'E') {
+        return None;
+    }
+    let mut rest = error.get(5..)?;
+    let mut out = BytesMut::with_capacity(error.len() + 8);
+    let mut ok = false;
+    frame(&mut out, b'E', |b| {
+        while let Some((&code, after)) = rest.split_first() {
+            if code == 0 {
+                ok = true;
+                break;
+            }
+            let Some(end) = after.iter().position(|&c| c == 0) else {
+                break;
+            };
+            b.put_u8(code);
+            match code {
+                b'S' | b'V' => put_cstr(b, severity.as_bytes()),
+                _ => put_cstr(b, &after[..end]),
+            }
+            rest = &after[end + 1..];
+        }
+        b.put_u8(0);
+    });
+    ok.then_some(out)
+}
+
 /// NoticeResponse ('N').
 pub fn notice_response(buf: &mut BytesMut, fields: &ErrorFields<'_>) {
     error_like(buf, b'N', fields);
@@ -247,6 +288,47 @@ mod tests {
         let msg = Message::parse(&mut buf).unwrap().unwrap();
         assert!(buf.is_empty());
         msg
+    }
+
+    #[test]
+    fn an_error_with_another_severity() {
+        let mut server = BytesMut::new();
+        error_response(
+            &mut server,
+            &ErrorFields {
+                severity: "ERROR",
+                code: "22023",
+                message: "invalid value for parameter \"statement_timeout\": \"x\"",
+                detail: None,
+                hint: Some("Valid units are \"ms\"."),
+            },
+        );
+        let fatal = with_severity(&server, "FATAL").expect("well formed");
+        let v = ErrorView::new(&fatal[5..]);
+        assert_eq!(v.severity(), Some("FATAL"));
+        assert_eq!(v.sqlstate(), Some("22023"));
+        assert_eq!(
+            v.message(),
+            Some("invalid value for parameter \"statement_timeout\": \"x\"")
+        );
+        let len = i32::from_be_bytes(fatal[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len + 1, fatal.len());
+        assert_eq!(fatal.len(), server.len(), "ERROR and FATAL are as long");
+        for bad in [
+            &b""[..],
+            b"Z\0\0\0\x04",
+            b"E\0\0\0\x06Sx",
+            &server[..server.len() - 1],
+        ] {
+            assert!(with_severity(bad, "FATAL").is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn legacy_error_is_one_line_without_a_length() {
+        let mut buf = BytesMut::new();
+        legacy_error(&mut buf, "FATAL", "unsupported frontend protocol 2.0");
+        assert_eq!(&buf[..], b"EFATAL:  unsupported frontend protocol 2.0\n\0");
     }
 
     #[test]

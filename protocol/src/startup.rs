@@ -18,9 +18,10 @@ pub const GSSENC_REQUEST_CODE: i32 = 80877104;
 pub const CANCEL_REQUEST_CODE: i32 = 80877102;
 /// Protocol version 3.0, the only one the proxy speaks to backends.
 pub const PROTOCOL_3_0: i32 = 196608;
-/// Largest initial packet accepted; same limit as PostgreSQL's `MAX_STARTUP_PACKET_LENGTH`, so a
-/// client cannot make the proxy buffer megabytes before it has authenticated.
-pub const MAX_STARTUP_LEN: usize = 10_000;
+/// Largest initial packet accepted, length word included: PostgreSQL's
+/// `MAX_STARTUP_PACKET_LENGTH` (10,000) bounds what follows the length word, so a client cannot
+/// make the proxy buffer megabytes before it has authenticated.
+pub const MAX_STARTUP_LEN: usize = 10_004;
 
 /// Longest cancel secret: protocol 3.2 allows up to 256 bytes (3.0 uses exactly 4).
 const MAX_CANCEL_SECRET: usize = 256;
@@ -146,14 +147,20 @@ fn put_cstr(buf: &mut BytesMut, s: &str) {
     buf.put_u8(0);
 }
 
-/// Why an initial packet was refused. The connection is answered with [`StartupError::sqlstate`]
-/// and closed.
+/// Why an initial packet was refused. As in PostgreSQL's `ProcessStartupPacket`, what only a
+/// broken or hostile peer sends ([`StartupError::is_silent`]) closes the connection without a
+/// reply; the rest is answered with a FATAL of [`StartupError::sqlstate`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartupError {
+    /// Silent: PostgreSQL only logs it.
     #[error("invalid length of startup packet: {0}")]
     InvalidLength(i32),
-    #[error("invalid startup packet layout: {0}")]
-    Malformed(&'static str),
+    /// A CancelRequest without a whole key. Silent: PostgreSQL answers no cancel request.
+    #[error("invalid length of cancel request")]
+    BadCancel,
+    #[error("invalid startup packet layout: expected terminator as last byte")]
+    Layout,
+    /// Answered in the pre-3.0 format when `major` is below 3 ([`StartupError::legacy_format`]).
     #[error("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0")]
     UnsupportedVersion { major: u16, minor: u16 },
     /// A parameter name, or a value pgpivot cannot carry, that is not UTF-8 (PostgreSQL's words
@@ -169,7 +176,7 @@ pub enum StartupError {
 impl StartupError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            StartupError::InvalidLength(_) | StartupError::Malformed(_) => {
+            StartupError::InvalidLength(_) | StartupError::BadCancel | StartupError::Layout => {
                 sqlstate::PROTOCOL_VIOLATION
             }
             StartupError::UnsupportedVersion { .. } | StartupError::Replication => {
@@ -178,6 +185,20 @@ impl StartupError {
             StartupError::NoUser => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             StartupError::InvalidEncoding(_) => sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
         }
+    }
+
+    /// Closed without a reply (PostgreSQL logs these as COMMERROR and sends nothing).
+    pub fn is_silent(&self) -> bool {
+        matches!(
+            self,
+            StartupError::InvalidLength(_) | StartupError::BadCancel
+        )
+    }
+
+    /// The client spoke a protocol older than 3.0: PostgreSQL answers with a pre-3.0 error
+    /// message (see `build::legacy_error`), which such a client can read.
+    pub fn legacy_format(&self) -> bool {
+        matches!(self, StartupError::UnsupportedVersion { major, .. } if *major < 3)
     }
 }
 
@@ -203,10 +224,8 @@ pub fn parse_initial(buf: &mut BytesMut) -> Result<Option<InitialPacket>, Startu
     packet.advance(4);
     let code = packet.get_i32();
     let parsed = match code {
+        // PostgreSQL reads only the code: a body is ignored.
         SSL_REQUEST_CODE | GSSENC_REQUEST_CODE => {
-            if !packet.is_empty() {
-                return Err(StartupError::Malformed("encryption request with a body"));
-            }
             if code == SSL_REQUEST_CODE {
                 InitialPacket::SslRequest
             } else {
@@ -215,13 +234,11 @@ pub fn parse_initial(buf: &mut BytesMut) -> Result<Option<InitialPacket>, Startu
         }
         CANCEL_REQUEST_CODE => {
             if packet.len() < 4 {
-                return Err(StartupError::Malformed(
-                    "cancel request without a process id",
-                ));
+                return Err(StartupError::BadCancel);
             }
             let pid = packet.get_i32();
             if packet.is_empty() || packet.len() > MAX_CANCEL_SECRET {
-                return Err(StartupError::Malformed("cancel request secret length"));
+                return Err(StartupError::BadCancel);
             }
             InitialPacket::Cancel(CancelKey {
                 pid,
@@ -245,7 +262,7 @@ fn parse_startup(version: i32, body: &[u8]) -> Result<StartupMessage, StartupErr
         let (key, after_key) = split_cstr(rest)?;
         if key.is_empty() {
             if !after_key.is_empty() {
-                return Err(StartupError::Malformed("expected terminator as last byte"));
+                return Err(StartupError::Layout);
             }
             break;
         }
@@ -330,12 +347,13 @@ fn clip_name(name: &mut String) {
     }
 }
 
-/// Splits off a NUL-terminated string; a missing NUL means a truncated packet.
+/// Splits off a NUL-terminated string; a missing NUL means the packet does not end with its
+/// terminator (PostgreSQL's one word for every layout error).
 fn split_cstr(data: &[u8]) -> Result<(&[u8], &[u8]), StartupError> {
     let nul = data
         .iter()
         .position(|&b| b == 0)
-        .ok_or(StartupError::Malformed("missing NUL terminator"))?;
+        .ok_or(StartupError::Layout)?;
     Ok((&data[..nul], &data[nul + 1..]))
 }
 

@@ -23,8 +23,9 @@ fn ssl_request_keeps_following_bytes() {
     assert_eq!(&b[..], b"\x16\x03");
     let b = startup_packet(GSSENC_REQUEST_CODE, b"");
     assert_eq!(parse_one(b), Ok(Some(InitialPacket::GssEncRequest)));
+    // PostgreSQL reads only the code of an encryption request.
     let b = startup_packet(SSL_REQUEST_CODE, b"x");
-    assert!(matches!(parse_one(b), Err(StartupError::Malformed(_))));
+    assert_eq!(parse_one(b), Ok(Some(InitialPacket::SslRequest)));
 }
 
 #[test]
@@ -43,7 +44,12 @@ fn lengths_are_validated_before_use() {
         let mut b = BytesMut::new();
         b.put_i32(len);
         assert_eq!(parse_one(b.clone()), Err(StartupError::InvalidLength(len)));
+        assert!(StartupError::InvalidLength(len).is_silent());
     }
+    // PostgreSQL's 10,000 bytes do not count the length word.
+    let mut b = BytesMut::new();
+    b.put_i32(10_004);
+    assert_eq!(parse_one(b), Ok(None), "10,004 bytes are waited for");
     assert_eq!(
         StartupError::InvalidLength(0).sqlstate(),
         sqlstate::PROTOCOL_VIOLATION
@@ -73,11 +79,12 @@ fn cancel_request_secret_lengths() {
 
     for bad in [&[][..], &[0, 0, 0, 1][..], &[0, 0][..]] {
         let parsed = parse_one(startup_packet(CANCEL_REQUEST_CODE, bad));
-        assert!(matches!(parsed, Err(StartupError::Malformed(_))), "{bad:?}");
+        assert_eq!(parsed, Err(StartupError::BadCancel), "{bad:?}");
     }
     long.push(0);
     let parsed = parse_one(startup_packet(CANCEL_REQUEST_CODE, &long));
-    assert!(matches!(parsed, Err(StartupError::Malformed(_))));
+    assert_eq!(parsed, Err(StartupError::BadCancel));
+    assert!(StartupError::BadCancel.is_silent());
 }
 
 #[test]
@@ -120,23 +127,11 @@ fn startup_message_params_and_defaults() {
 #[test]
 fn startup_message_errors() {
     let cases: &[(&[u8], StartupError)] = &[
-        (
-            b"user\0bob\0",
-            StartupError::Malformed("missing NUL terminator"),
-        ),
-        (
-            b"user\0bob",
-            StartupError::Malformed("missing NUL terminator"),
-        ),
-        (
-            b"user\0\0",
-            StartupError::Malformed("missing NUL terminator"),
-        ),
-        (b"user\0", StartupError::Malformed("missing NUL terminator")),
-        (
-            b"user\0bob\0\0x",
-            StartupError::Malformed("expected terminator as last byte"),
-        ),
+        (b"user\0bob\0", StartupError::Layout),
+        (b"user\0bob", StartupError::Layout),
+        (b"user\0\0", StartupError::Layout),
+        (b"user\0", StartupError::Layout),
+        (b"user\0bob\0\0x", StartupError::Layout),
         (
             b"user\0u\0database\0caf\xe9\0\0",
             StartupError::InvalidEncoding("0xe9".into()),
@@ -173,6 +168,12 @@ fn startup_message_errors() {
         got,
         Err(StartupError::UnsupportedVersion { major: 2, minor: 0 })
     );
+    assert!(got
+        .as_ref()
+        .is_err_and(|e| e.legacy_format() && !e.is_silent()));
+    let v4 = StartupError::UnsupportedVersion { major: 4, minor: 0 };
+    assert!(!v4.legacy_format());
+    assert!(!StartupError::Layout.is_silent());
     assert_eq!(StartupError::Replication.sqlstate(), "0A000");
     assert_eq!(StartupError::NoUser.sqlstate(), "28000");
     assert_eq!(

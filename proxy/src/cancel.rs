@@ -1,5 +1,12 @@
-//! Cancel keys: clients get pgpivot's own (pid, secret); a CancelRequest arriving on a new
+//! Cancel keys: clients get a pid and pgpivot's own secret; a CancelRequest arriving on a new
 //! connection is mapped to the backend connection the client holds at that moment.
+//!
+//! The pid is the server's own for a client given a server connection at login in session mode
+//! (what PostgreSQL would have said: `pg_backend_pid()`, NOTIFY's sender pid); otherwise the
+//! client's id, above Linux's `PID_MAX_LIMIT`, so that no backend can have it and
+//! `pg_terminate_backend(<that pid>)` can never hit someone else's session. Two clients may
+//! report the same server pid (servers on different nodes, or a client that kept its pid
+//! through a failover): a cancel is matched on the pid and the secret together.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -31,7 +38,13 @@ impl BackendKey {
     }
 }
 
+/// Linux's largest possible pid (`PID_MAX_LIMIT` on 64-bit kernels): pgpivot's own pids are
+/// above it.
+pub const PID_MAX_LIMIT: i32 = 4_194_304;
+
 struct Entry {
+    /// The pid the client was told.
+    pid: i32,
     secret: [u8; 4],
     meta: ClientMeta,
     /// The session's shared state: how KILL CLIENT stops it, and (`Shared::backend`) which
@@ -66,20 +79,34 @@ pub struct ClientRow {
 /// Every client's cancel key and identity; also how `KILL CLIENT` reaches a session.
 #[derive(Default)]
 pub struct CancelRegistry {
-    next_pid: AtomicI32,
+    next_id: AtomicI32,
+    /// By client id (SHOW CLIENTS, KILL CLIENT).
     entries: DashMap<i32, Entry>,
+    /// Clients told a server's pid (their id differs from it), by that pid.
+    by_server_pid: DashMap<i32, Vec<i32>>,
 }
 
 /// Removes the client's key when its session ends, however it ends.
 pub struct CancelHandle {
     registry: Arc<CancelRegistry>,
+    /// pgpivot's number for the client, above `PID_MAX_LIMIT`.
+    pub id: i32,
+    /// The pid the client is told.
     pub pid: i32,
     pub secret: [u8; 4],
 }
 
 impl Drop for CancelHandle {
     fn drop(&mut self) {
-        self.registry.entries.remove(&self.pid);
+        self.registry.entries.remove(&self.id);
+        if self.pid != self.id {
+            self.registry
+                .by_server_pid
+                .remove_if_mut(&self.pid, |_, ids| {
+                    ids.retain(|id| *id != self.id);
+                    ids.is_empty()
+                });
+        }
     }
 }
 
@@ -88,7 +115,7 @@ impl CancelHandle {
     /// (which the session keeps in `Shared::backend`, not here: attaching happens at every
     /// transaction and should not touch this map).
     pub fn set_session(&self, shared: Arc<crate::session::forward::Shared>) {
-        if let Some(mut e) = self.registry.entries.get_mut(&self.pid) {
+        if let Some(mut e) = self.registry.entries.get_mut(&self.id) {
             e.session = Some(shared);
         }
     }
@@ -97,29 +124,39 @@ impl CancelHandle {
 impl CancelRegistry {
     pub fn new() -> Arc<Self> {
         Arc::new(CancelRegistry {
-            next_pid: AtomicI32::new(rand::random::<u16>() as i32 + 1000),
+            next_id: AtomicI32::new(PID_MAX_LIMIT + 1 + i32::from(rand::random::<u16>())),
             entries: DashMap::new(),
+            by_server_pid: DashMap::new(),
         })
     }
 
-    /// Issues a fresh key for a new client.
-    pub fn register(self: &Arc<Self>, meta: ClientMeta) -> CancelHandle {
+    /// Issues a fresh key for a new client: the pid it is told is `server_pid` (the server
+    /// connection it was given at login, session mode) or its own id.
+    pub fn register(self: &Arc<Self>, meta: ClientMeta, server_pid: Option<i32>) -> CancelHandle {
         loop {
-            let mut pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
-            if pid <= 0 {
-                // Wrapped: restart in the positive range.
-                self.next_pid.store(1000, Ordering::Relaxed);
-                pid = 1000;
+            let mut id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if id <= PID_MAX_LIMIT {
+                // Wrapped: start again above the pids of processes.
+                self.next_id.store(PID_MAX_LIMIT + 2, Ordering::Relaxed);
+                id = PID_MAX_LIMIT + 1;
             }
+            let pid = server_pid
+                .filter(|p| (1..=PID_MAX_LIMIT).contains(p))
+                .unwrap_or(id);
             let secret: [u8; 4] = rand::random();
-            if let dashmap::Entry::Vacant(v) = self.entries.entry(pid) {
+            if let dashmap::Entry::Vacant(v) = self.entries.entry(id) {
                 v.insert(Entry {
+                    pid,
                     secret,
                     meta,
                     session: None,
                 });
+                if pid != id {
+                    self.by_server_pid.entry(pid).or_default().push(id);
+                }
                 return CancelHandle {
                     registry: self.clone(),
+                    id,
                     pid,
                     secret,
                 };
@@ -127,13 +164,19 @@ impl CancelRegistry {
         }
     }
 
-    /// Looks up a cancel request's target; `None` if the key is unknown or the secret is wrong.
+    /// Looks up a cancel request's target; `None` if no client was told this pid with this
+    /// secret, or it holds no server connection now.
     pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
-        let e = self.entries.get(&pid)?;
-        if secret.len() != 4 || !constant_time_eq(&e.secret, secret) {
-            return None;
-        }
-        let session = e.session.clone()?;
+        let ids = if pid > PID_MAX_LIMIT {
+            vec![pid]
+        } else {
+            self.by_server_pid.get(&pid)?.clone()
+        };
+        let session = ids.iter().find_map(|id| {
+            let e = self.entries.get(id)?;
+            let matches = e.pid == pid && secret.len() == 4 && constant_time_eq(&e.secret, secret);
+            matches.then(|| e.session.clone()).flatten()
+        })?;
         let key = session.backend()?;
         Some(CancelTarget { session, key })
     }
@@ -258,7 +301,11 @@ mod tests {
     #[test]
     fn keys_map_and_vanish_with_the_session() {
         let r = CancelRegistry::new();
-        let h = r.register(ClientMeta::default());
+        let h = r.register(ClientMeta::default(), None);
+        assert!(
+            h.pid > PID_MAX_LIMIT && h.pid == h.id,
+            "no backend can have it"
+        );
         assert!(r.lookup(h.pid, &h.secret).is_none(), "no backend yet");
         let key = BackendKey {
             addr: "127.0.0.1:5432".parse().unwrap(),
@@ -285,6 +332,43 @@ mod tests {
         assert!(r.is_empty());
     }
 
+    #[test]
+    fn clients_told_the_same_server_pid_are_told_apart_by_their_secret() {
+        let r = CancelRegistry::new();
+        let key = |pid, node| {
+            Arc::new(BackendKey {
+                addr: "127.0.0.1:5432".parse().unwrap(),
+                pid,
+                secret: vec![1, 2, 3, 4],
+                node,
+            })
+        };
+        // Two clients on servers of different nodes that happen to have the same pid.
+        let (a, b) = (
+            r.register(ClientMeta::default(), Some(4242)),
+            r.register(ClientMeta::default(), Some(4242)),
+        );
+        assert_eq!((a.pid, b.pid), (4242, 4242));
+        assert_ne!(a.id, b.id);
+        for (h, node) in [(&a, 0), (&b, 1)] {
+            let session = Arc::new(Shared::new());
+            h.set_session(session.clone());
+            session.set_backend(Some(key(4242, node)));
+        }
+        assert_eq!(r.lookup(4242, &a.secret).unwrap().key.node, 0);
+        assert_eq!(r.lookup(4242, &b.secret).unwrap().key.node, 1);
+        // A client's id is not a pid it was told.
+        assert!(r.lookup(a.id, &a.secret).is_none());
+        assert_eq!(r.clients(0).len(), 2);
+        drop(a);
+        assert!(r.lookup(4242, &b.secret).is_some());
+        drop(b);
+        assert!(r.by_server_pid.is_empty() && r.is_empty());
+        // A pid no process can have is never taken for a server's.
+        let h = r.register(ClientMeta::default(), Some(0));
+        assert!(h.pid > PID_MAX_LIMIT);
+    }
+
     #[tokio::test]
     async fn no_cancel_for_a_connection_that_changed_hands() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -295,7 +379,7 @@ mod tests {
             node: 0,
         });
         let r = CancelRegistry::new();
-        let h = r.register(ClientMeta::default());
+        let h = r.register(ClientMeta::default(), None);
         let session = Arc::new(Shared::new());
         h.set_session(session.clone());
         session.set_backend(Some(key.clone()));

@@ -63,9 +63,20 @@ async fn session(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
+/// A console session to its end, which closes the connection (with a close_notify inside TLS).
 async fn console_session<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: Arc<Ctx>,
     mut conn: ClientConn<S>,
+    first: Option<InitialPacket>,
+    peer: SocketAddr,
+) {
+    console_turns(ctx, &mut conn, first, peer).await;
+    conn.close().await;
+}
+
+async fn console_turns<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: Arc<Ctx>,
+    conn: &mut ClientConn<S>,
     first: Option<InitialPacket>,
     peer: SocketAddr,
 ) {
@@ -91,25 +102,23 @@ async fn console_session<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let users = UserDb::admin(admin);
     drop(config);
-    let user = match login(&users, &mut conn, first).await {
+    let user = match login(&users, conn, first).await {
         Ok(Some(user)) => user,
-        Ok(None) | Err(SessionError::Io(_)) => return,
+        Ok(None) => return,
         Err(e) => {
-            tracing::warn!(%peer, error = %e, "admin console login refused");
-            conn.fatal(e.sqlstate(), &e.to_string()).await;
+            if !e.is_silent() {
+                tracing::warn!(%peer, error = %e, "admin console login refused");
+            }
+            conn.refuse(&e).await;
             return;
         }
     };
     tracing::info!(%peer, user, "admin console session");
-    let ClientConn {
-        mut stream,
-        mut buf,
-        ..
-    } = conn;
+    let ClientConn { stream, buf, .. } = conn;
     let mut responder = Responder::new(Surface::Console);
     let mut out = BytesMut::new();
     loop {
-        match header(&buf, MAX_MESSAGE) {
+        match header(buf, MAX_MESSAGE) {
             Err(e) => {
                 let mut fatal = BytesMut::new();
                 build::error_response(
@@ -145,7 +154,7 @@ async fn console_session<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(_) => {}
         }
         let read = tokio::select! {
-            r = tokio::time::timeout(IDLE_LIMIT, stream.read_buf(&mut buf)) => r,
+            r = tokio::time::timeout(IDLE_LIMIT, stream.read_buf(buf)) => r,
             _ = ctx.shutdown.fast.cancelled() => return,
         };
         match read {

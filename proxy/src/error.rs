@@ -29,6 +29,9 @@ pub enum SessionError {
     /// not encrypted and may have been injected; PostgreSQL 15 refuses them with these words.
     #[error("received unencrypted data after SSL request")]
     UnencryptedAfterSsl,
+    /// The same after a GSSENCRequest (answered 'N'), in PostgreSQL 15's words.
+    #[error("received unencrypted data after GSSAPI encryption request")]
+    UnencryptedAfterGss,
     /// `PGPIVOT_TLS_REQUIRED`: a plaintext TCP client, refused as PostgreSQL's `hostssl`-only
     /// pg_hba.conf refuses it.
     #[error("SSL required: no pgpivot entry for host \"{host}\", user \"{user}\", database \"{database}\", no encryption")]
@@ -53,9 +56,33 @@ impl SessionError {
             SessionError::PoolTimeout(..) => sqlstate::TOO_MANY_CONNECTIONS,
             SessionError::Backend(_) => sqlstate::CONNECTION_FAILURE,
             SessionError::ServerRefused(_) => sqlstate::CONNECTION_FAILURE,
-            SessionError::UnencryptedAfterSsl => sqlstate::PROTOCOL_VIOLATION,
+            SessionError::UnencryptedAfterSsl | SessionError::UnencryptedAfterGss => {
+                sqlstate::PROTOCOL_VIOLATION
+            }
             SessionError::TlsRequired { .. } => sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             SessionError::Io(_) => sqlstate::CONNECTION_FAILURE,
+        }
+    }
+
+    /// Ends the connection without a reply, as PostgreSQL does for what it only logs: a bad
+    /// first packet, a login that timed out (it never writes to a client during
+    /// authentication once the time is up), a client that went away.
+    pub fn is_silent(&self) -> bool {
+        match self {
+            SessionError::Startup(e) => e.is_silent(),
+            SessionError::AuthTimeout | SessionError::Io(_) => true,
+            _ => false,
+        }
+    }
+
+    /// PostgreSQL's DETAIL, where it gives one.
+    pub fn detail(&self) -> Option<&'static str> {
+        match self {
+            SessionError::UnencryptedAfterSsl | SessionError::UnencryptedAfterGss => Some(
+                "This could be either a client-software bug or evidence of an attempted \
+                 man-in-the-middle attack.",
+            ),
+            _ => None,
         }
     }
 }

@@ -99,6 +99,7 @@ impl Running {
             config: config.into(),
             topology,
             cancels: CancelRegistry::new(),
+            greetings: Default::default(),
             shutdown: Shutdown::new(),
             metrics,
             liveness,

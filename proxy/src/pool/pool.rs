@@ -1,10 +1,11 @@
 //! One pool of server connections for a (node, user, database, options) key.
 //!
-//! Checkout order: an idle connection (most recently used first, warm caches) whose backend is
-//! still there, else a new one if the pool is under its size, else wait in FIFO order up to the
-//! query wait timeout. A connection that comes back in a bad state is closed and its slot handed
-//! to the next waiter; one whose backend ends while idle is closed at the next checkout or
-//! within a second.
+//! Checkout order: an idle connection opened with the client's startup parameters (most recently
+//! used first, warm caches) whose backend is still there, else a new one if the pool is under its
+//! size (or in place of an idle one opened for other parameters), else wait in FIFO order up to
+//! the query wait timeout. A connection that comes back in a bad state is closed and its slot
+//! handed to the next waiter; one whose backend ends while idle is closed at the next checkout
+//! or within a second.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -159,15 +160,24 @@ impl Pool {
                 return Err(CheckoutError::Closed);
             }
             let now = Instant::now();
-            while let Some(s) = g.idle.pop() {
-                if self.expired(&s, now) || !still_open(&s) {
+            // Most recently used first, among those opened with the client's startup GUCs (all
+            // of them in transaction mode, where connections are opened without any).
+            let mut i = g.idle.len();
+            while i > 0 {
+                i -= 1;
+                if self.expired(&g.idle[i], now) || !still_open(&g.idle[i]) {
+                    g.idle.remove(i);
                     g.total -= 1;
-                    continue;
+                } else if g.idle[i].opened_with(startup) {
+                    return Ok(g.idle.remove(i));
                 }
-                return Ok(s);
             }
             if g.total < self.settings.load().size {
                 g.total += 1;
+                None
+            } else if let Some(other) = g.idle.pop() {
+                // Full, and nothing idle fits: one opened for other parameters gives way.
+                drop(other);
                 None
             } else {
                 let (tx, rx) = oneshot::channel();
@@ -177,7 +187,9 @@ impl Pool {
         };
         if let Some(rx) = rx {
             match tokio::time::timeout(wait, rx).await {
-                Ok(Ok(Handoff::Server(s))) => return Ok(s),
+                Ok(Ok(Handoff::Server(s))) if s.opened_with(startup) => return Ok(s),
+                // Opened for other parameters: its slot opens one for these.
+                Ok(Ok(Handoff::Server(_))) => {}
                 Ok(Ok(Handoff::Slot)) => {}
                 Ok(Err(_)) => return Err(CheckoutError::Closed),
                 Err(_) => {

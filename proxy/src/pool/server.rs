@@ -1,11 +1,10 @@
 //! A pooled server connection and what pgpivot knows about its session state.
 
 use std::collections::HashMap;
-
-use crate::session::params::ClientParams;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use pgpivot_protocol::frame::read_frame;
 use pgpivot_protocol::startup::StartupMessage;
 use pgpivot_protocol::views::{self, ErrorView};
@@ -13,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::backend::connect::ServerConn;
+use crate::session::params::ClientParams;
 use crate::session::prepared::ServerStatements;
+use crate::session::startup_params;
 
 /// Reported parameters clients cannot SET: a difference is told to the client instead.
 const FIXED: &[&str] = &[
@@ -40,7 +41,8 @@ pub struct Server {
     /// Where a client holding this connection has its cancel requests sent.
     pub cancel_key: std::sync::Arc<crate::cancel::BackendKey>,
     /// Parameter values in force on this connection: its startup parameters, every
-    /// ParameterStatus it reported, and the SETs pgpivot applied.
+    /// ParameterStatus it reported, and the SETs pgpivot applied. The reported ones are always
+    /// the server's word; the others are pgpivot's record of what it set.
     pub params: HashMap<String, String>,
     pub prepared: ServerStatements,
     pub created: Instant,
@@ -48,6 +50,31 @@ pub struct Server {
     /// The client parameters `params` was last made to match (a snapshot, held so its
     /// addresses cannot be reused): the next client with the same ones skips the comparison.
     pub synced_to: Option<ClientParams>,
+    /// The settable GUCs of the startup packet this connection was opened with (normal form,
+    /// sorted): what RESET goes back to on it. See [`Server::opened_with`].
+    startup_gucs: Vec<(String, String)>,
+    /// `params` as the connection started: where DISCARD ALL and RESET ALL take it back.
+    defaults: Arc<HashMap<String, String>>,
+}
+
+/// Why a statement pgpivot ran on a server connection for itself failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QuietError {
+    /// The server's ErrorResponse (the whole frame): a parameter it refused, say.
+    #[error("{}", describe(.0))]
+    Refused(Bytes),
+    /// The connection is unusable (broken, timed out, out of step).
+    #[error("{0}")]
+    Broken(String),
+}
+
+fn describe(frame: &Bytes) -> String {
+    let v = ErrorView::new(frame.get(5..).unwrap_or_default());
+    format!(
+        "{}: {}",
+        v.sqlstate().unwrap_or("?"),
+        v.message().unwrap_or("")
+    )
 }
 
 impl Server {
@@ -66,16 +93,38 @@ impl Server {
             secret: conn.secret.clone(),
             node: node_id,
         });
+        let normal = startup_params::normalize(startup);
+        let startup_gucs = startup_params::settable(&normal)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Server {
             conn,
             node_id,
             cancel_key,
+            defaults: Arc::new(params.clone()),
             params,
             prepared: ServerStatements::default(),
             created: now,
             last_used: now,
             synced_to: None,
+            startup_gucs,
         }
+    }
+
+    /// Whether this connection was opened with the settable GUCs of `startup` (in normal form,
+    /// as sessions pass it): then RESET and DISCARD ALL on it go back to that client's startup
+    /// values, as on a connection of its own. A pool prefers such a connection.
+    pub fn opened_with(&self, startup: &StartupMessage) -> bool {
+        self.startup_gucs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .eq(startup_params::settable(startup))
+    }
+
+    /// Whether nothing has changed the connection's parameters since it started (or since
+    /// its last DISCARD ALL).
+    pub fn at_defaults(&self) -> bool {
+        self.params == *self.defaults
     }
 
     /// Whether this connection was last synced to parameters equal to `wanted` (and nothing
@@ -87,12 +136,14 @@ impl Server {
     }
 
     /// Makes this connection's parameters match `wanted` (a client's), with one round trip of
-    /// SET/RESET when anything differs. Errors mean the connection is unusable for this client.
+    /// SET/RESET when anything differs; a reported parameter that was SET takes in `wanted`
+    /// the value the server reports (`utf-8` becomes `UTF8`, `german` `German, DMY`). Errors
+    /// mean the connection is unusable for this client.
     pub async fn sync_params(
         &mut self,
         wanted: &mut ClientParams,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), QuietError> {
         if self.adopt_if_in_sync(wanted) {
             return Ok(());
         }
@@ -106,13 +157,17 @@ impl Server {
 
     async fn sync_params_now(
         &mut self,
-        wanted: &ClientParams,
+        wanted: &mut ClientParams,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), QuietError> {
         let mut sql = String::new();
+        let mut reported_set = Vec::new();
         for (k, v) in wanted.iter() {
             if is_settable(k) && self.params.get(k).map(String::as_str) != Some(v) {
                 sql.push_str(&format!("SET {} TO {};", quote_ident(k), quote_literal(v)));
+                if startup_params::is_reported(k) {
+                    reported_set.push(k.to_string());
+                }
             }
         }
         let stale: Vec<String> = self
@@ -129,36 +184,84 @@ impl Server {
         }
         match tokio::time::timeout(timeout, self.run_quietly(&sql)).await {
             Ok(Ok(())) => {
+                // Reported values come from the server's ParameterStatus (recorded by
+                // `run_quietly`; none means unchanged); the others are as SET.
                 for (k, v) in wanted.iter() {
-                    if is_settable(k) {
+                    if is_settable(k) && !startup_params::is_reported(k) {
                         self.params.insert(k.to_string(), v.to_string());
                     }
                 }
                 for k in stale {
-                    self.params.remove(&k);
+                    if !startup_params::is_reported(&k) {
+                        self.params.remove(&k);
+                    }
+                }
+                for k in reported_set {
+                    if let Some(v) = self.params.get(&k) {
+                        if wanted.get(&k) != Some(v.as_str()) {
+                            wanted.insert(k, v.clone());
+                        }
+                    }
                 }
                 Ok(())
             }
             Ok(Err(e)) => Err(e),
-            Err(_) => Err("timed out applying session parameters".into()),
+            Err(_) => Err(QuietError::Broken(
+                "timed out applying session parameters".into(),
+            )),
         }
     }
 
+    /// The session reset before the connection serves another client (session mode): DISCARD
+    /// ALL, after which its parameters are its startup values again.
+    pub async fn discard_all(&mut self) -> Result<(), QuietError> {
+        self.run_quietly("DISCARD ALL").await?;
+        self.forget_settings();
+        Ok(())
+    }
+
+    /// The connection's parameters went back to its startup values (RESET, DISCARD ALL): the
+    /// unreported ones are recorded so (the reported ones the server told as they changed), and
+    /// the next client compares in full.
+    pub fn forget_settings(&mut self) {
+        let defaults = &self.defaults;
+        self.params.retain(|k, _| {
+            startup_params::is_reported(k) || !is_settable(k) || defaults.contains_key(k)
+        });
+        for (k, v) in defaults.iter() {
+            if !startup_params::is_reported(k) && is_settable(k) {
+                self.params.insert(k.clone(), v.clone());
+            }
+        }
+        self.synced_to = None;
+    }
+
+    /// After the client's own RESET / DISCARD ALL (seen in what it sent) on a connection opened
+    /// without its startup parameters (transaction mode): the connection is back at its
+    /// defaults, so the next sync re-applies everything the client wants; and the client's
+    /// reported startup values it was told the default for come back (PostgreSQL's RESET goes
+    /// back to the session's startup value), with the ParameterStatus to tell it in `out`.
+    pub fn after_client_reset(&mut self, client: &mut ClientParams, out: &mut BytesMut) {
+        self.forget_settings();
+        client.restore_startup(&self.defaults, out);
+    }
+
     /// Runs a simple query whose results nobody sees; ParameterStatus updates are recorded.
-    pub async fn run_quietly(&mut self, sql: &str) -> Result<(), String> {
+    pub async fn run_quietly(&mut self, sql: &str) -> Result<(), QuietError> {
         // Whatever this runs may change parameters.
         self.synced_to = None;
+        let broken = |e: &dyn std::fmt::Display| QuietError::Broken(e.to_string());
         let mut out = BytesMut::with_capacity(sql.len() + 6);
-        postgres_protocol::message::frontend::query(sql, &mut out).map_err(|e| e.to_string())?;
+        postgres_protocol::message::frontend::query(sql, &mut out).map_err(|e| broken(&e))?;
         self.conn
             .stream
             .write_all(&out)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| broken(&e))?;
         let mut buf = BytesMut::with_capacity(1024);
         let mut error = None;
         loop {
-            while let Some(f) = read_frame(&mut buf, 1 << 24).map_err(|e| e.to_string())? {
+            while let Some(f) = read_frame(&mut buf, 1 << 24).map_err(|e| broken(&e))? {
                 match f.tag() {
                     b'S' => {
                         if let Some((k, v)) = views::parameter_status(f.body()) {
@@ -168,17 +271,10 @@ impl Server {
                             );
                         }
                     }
-                    b'E' => {
-                        let v = ErrorView::new(f.body());
-                        error = Some(format!(
-                            "{}: {}",
-                            v.sqlstate().unwrap_or("?"),
-                            v.message().unwrap_or("")
-                        ));
-                    }
+                    b'E' => error = Some(QuietError::Refused(f.into_bytes())),
                     b'Z' => {
                         if f.body().first() != Some(&b'I') {
-                            return Err("server left in a transaction".into());
+                            return Err(broken(&"server left in a transaction"));
                         }
                         return match error {
                             Some(e) => Err(e),
@@ -188,9 +284,11 @@ impl Server {
                     _ => {}
                 }
             }
-            let n = read_more(&mut self.conn.stream, &mut buf).await?;
+            let n = read_more(&mut self.conn.stream, &mut buf)
+                .await
+                .map_err(|e| broken(&e))?;
             if n == 0 {
-                return Err("server closed the connection".into());
+                return Err(broken(&"server closed the connection"));
             }
         }
     }

@@ -92,9 +92,8 @@ impl Pumps {
     /// could give its server connection back now, it does (the next read goes to a fresh
     /// server side, as after a new checkout) and this returns true.
     pub fn release_if_idle(&mut self) -> bool {
-        let idle = self.server.buf.is_empty()
-            && self.shared.quiescent()
-            && self.shared.pinned().is_none();
+        let idle =
+            self.server.buf.is_empty() && self.shared.quiescent() && self.shared.pinned().is_none();
         if idle {
             let mut server = ServerSide::new();
             server.scan = Scanner::new(self.server_max);
@@ -107,7 +106,9 @@ impl Pumps {
     /// A client message is partly read or partly passed to the server: releasing the server
     /// connection now would cut it.
     pub fn client_mid_message(&self) -> bool {
-        !self.client.scan.at_boundary() || self.client.stream.is_some() || !self.client.buf.is_empty()
+        !self.client.scan.at_boundary()
+            || self.client.stream.is_some()
+            || !self.client.buf.is_empty()
     }
 
     /// Server bytes arrive (as one read): staged for the client. Returns what the pump would

@@ -1,7 +1,10 @@
 //! The client side of a session before forwarding starts: the socket plus its read buffer,
 //! with the few whole-message reads the login needs, each bounded by the login deadline.
 
+use std::time::Duration;
+
 use bytes::BytesMut;
+use pgpivot_protocol::build;
 use pgpivot_protocol::frame::{read_frame, Frame};
 use pgpivot_protocol::startup::{
     parse_initial, InitialPacket, StartupError, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE,
@@ -102,13 +105,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
                     }
                     return Ok(Opening::Tls);
                 }
+                // As PostgreSQL 15, bytes sent before the answer are refused after an 'N' too.
                 InitialPacket::SslRequest if !ssl_done => {
                     ssl_done = true;
-                    self.write(b"N").await?
+                    self.write(b"N").await?;
+                    if !self.buf.is_empty() {
+                        return Err(SessionError::UnencryptedAfterSsl);
+                    }
                 }
                 InitialPacket::GssEncRequest if !gss_done => {
                     gss_done = true;
-                    self.write(b"N").await?
+                    self.write(b"N").await?;
+                    if !self.buf.is_empty() {
+                        return Err(SessionError::UnencryptedAfterGss);
+                    }
                 }
                 InitialPacket::SslRequest => return Err(repeated(SSL_REQUEST_CODE)),
                 InitialPacket::GssEncRequest => return Err(repeated(GSSENC_REQUEST_CODE)),
@@ -149,6 +159,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
     pub async fn fatal(&mut self, code: &str, message: &str) {
         super::forward::write_fatal(&mut self.stream, code, message).await;
     }
+
+    /// Answers a refused login as PostgreSQL does: nothing for what it only logs
+    /// ([`SessionError::is_silent`]), an error line in the old format for a client of protocol
+    /// 1.x or 2.x, else a FATAL (with PostgreSQL's DETAIL where it has one). Bounded, like
+    /// [`ClientConn::fatal`]. Returns whether anything was sent. The caller closes.
+    pub async fn refuse(&mut self, e: &SessionError) -> bool {
+        if e.is_silent() {
+            return false;
+        }
+        let message = e.to_string();
+        let mut out = BytesMut::with_capacity(64 + message.len());
+        if matches!(e, SessionError::Startup(s) if s.legacy_format()) {
+            build::legacy_error(&mut out, "FATAL", &message);
+        } else {
+            build::error_response(
+                &mut out,
+                &build::ErrorFields {
+                    severity: "FATAL",
+                    code: e.sqlstate(),
+                    message: &message,
+                    detail: e.detail(),
+                    hint: None,
+                },
+            );
+        }
+        let sent =
+            tokio::time::timeout(CLOSE_WAIT, super::forward::send(&mut self.stream, &out)).await;
+        matches!(sent, Ok(Ok(())))
+    }
+
+    /// Ends the connection: see [`close`].
+    pub async fn close(&mut self) {
+        close(&mut self.stream).await
+    }
+}
+
+/// How long the last words to a client may take: one that does not read is not waited for.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Shuts the client's side down as PostgreSQL does when it ends a connection: inside TLS a
+/// close_notify first (without it OpenSSL reports "unexpected eof while reading", and libpq
+/// 17+ a failed cancel), then the socket's write side. Bounded.
+pub async fn close<W: AsyncWrite + Unpin>(w: &mut W) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, w.shutdown()).await;
 }
 
 fn repeated(code: i32) -> SessionError {

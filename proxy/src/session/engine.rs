@@ -14,6 +14,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+
 use pgpivot_protocol::frame::Scanner;
 use pgpivot_protocol::sqlstate;
 use pgpivot_protocol::startup::StartupMessage;
@@ -230,6 +232,8 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         a.server.conn.leftover.clear();
         sside.scan = Scanner::new(i32::MAX as usize);
         sside.pool = Some(a.pool.clone());
+        sside.own_pid =
+            (a.server.conn.pid != cancel.pid).then_some((a.server.conn.pid, cancel.pid));
         let node = a.server.node_id;
         tracing::trace!(server_pid = a.server.conn.pid, "attached");
         // The pumps live on the heap for the attachment only: an idle client's task stays small.
@@ -318,6 +322,15 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                 parked = Some(a);
             }
             ServerEnd::Release => {
+                if mode == PoolMode::Transaction && shared.take_params_reset() {
+                    // The client's RESET / DISCARD ALL took this shared connection to the
+                    // server's defaults, not to the client's startup values.
+                    let mut told = BytesMut::new();
+                    a.server.after_client_reset(&mut params, &mut told);
+                    if !told.is_empty() {
+                        let _ = super::forward::send(&mut cw, &told).await;
+                    }
+                }
                 a.pool.checkin(a.server, true);
                 // Idle clients keep no buffers (memory per idle client is what transaction
                 // pooling is for); the next attachment takes them from the thread's cache.
@@ -344,13 +357,16 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
             }
         }
     };
+    super::conn::close(&mut cw).await;
     tracing::debug!(outcome, "session ended");
 }
 
-/// Returns a connection when the client leaves: reset first in session mode.
+/// Returns a connection when the client leaves: reset first in session mode (DISCARD ALL takes
+/// its parameters back to those it was opened with, which the next client of the same
+/// startup parameters then finds; `Server::discard_all` records that).
 async fn give_back(mut a: Box<Attached>, clean: bool, mode: PoolMode) {
     if clean && mode == PoolMode::Session {
-        let ok = tokio::time::timeout(Duration::from_secs(5), a.server.run_quietly("DISCARD ALL"))
+        let ok = tokio::time::timeout(Duration::from_secs(5), a.server.discard_all())
             .await
             .is_ok_and(|r| r.is_ok());
         a.server.prepared.clear();

@@ -203,6 +203,11 @@ pub struct ServerSide {
     pub out: BytesMut,
     /// The attached connection's pool, whose stats the session's counts go to.
     pub pool: Option<Arc<Pool>>,
+    /// (the attached server's pid, the pid the client was told) when they differ: a
+    /// NotificationResponse from the client's own server connection then carries the client's
+    /// pid, so a driver recognizes its own notifications (transaction mode, or session mode
+    /// after the client moved to a new primary).
+    pub own_pid: Option<(i32, i32)>,
 }
 
 impl Default for ServerSide {
@@ -219,6 +224,7 @@ impl ServerSide {
             scan: Scanner::new(SERVER_MAX_MESSAGE),
             out: BytesMut::new(),
             pool: None,
+            own_pid: None,
         }
     }
 }

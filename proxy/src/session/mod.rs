@@ -1,6 +1,9 @@
 //! One client session, start to end: the first packet, authentication, a first server
-//! connection from the pool (which also proves the database and parameters are valid), then the
-//! [`engine`] until the client leaves or pgpivot ends the session.
+//! connection from the pool (which also proves the database and parameters are valid, and in
+//! session mode gives the pid the client is told), then the [`engine`] until the client leaves
+//! or pgpivot ends the session. A login whose greeting is known already (an identical startup
+//! packet was greeted before, or in transaction mode one the pool's defaults cover) may go
+//! without a server connection.
 
 #[doc(hidden)]
 pub mod bench_hooks;
@@ -18,6 +21,7 @@ mod shared;
 pub mod sql;
 mod sql_stream;
 mod staging;
+pub mod startup_params;
 mod streaming;
 mod tally;
 
@@ -37,10 +41,11 @@ use conn::ClientConn;
 use params::ClientParams;
 
 use crate::cancel::CancelRegistry;
-use crate::config::Config;
+use crate::config::{Config, PoolMode};
 use crate::error::SessionError;
 use crate::metrics::{Liveness, Metrics};
-use crate::pool::{server::is_settable, Pool, Pools, Server};
+use crate::pool::server::QuietError;
+use crate::pool::{Pool, Pools, Server};
 use crate::shutdown::Shutdown;
 use crate::topology::Topology;
 
@@ -72,6 +77,8 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     /// Flags `/livez` reads.
     pub liveness: Arc<Liveness>,
+    /// What servers reported to earlier logins, by startup packet: greetings without a server.
+    pub greetings: startup_params::Greetings,
 }
 
 /// Waiting for a client's next bytes without holding a buffer: an idle client costs no read
@@ -160,7 +167,7 @@ pub async fn run_unix(ctx: Arc<Ctx>, stream: tokio::net::UnixStream) {
 /// Runs a session to its end. `first`: the first packet, when the opening read it already;
 /// `peer` is `None` for unix-socket clients; `n` the clients open now, this one included.
 async fn run<S: ClientSocket>(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     mut conn: ClientConn<S>,
     first: Option<InitialPacket>,
     peer: Option<std::net::SocketAddr>,
@@ -170,20 +177,29 @@ async fn run<S: ClientSocket>(
     // carry as little as possible.
     let login = match Box::pin(login(ctx, &mut conn, first, peer, n)).await {
         Ok(Some(l)) => l,
-        Ok(None) => return,
+        Ok(None) => {
+            conn.close().await;
+            return;
+        }
         Err(SessionError::ServerRefused(frame)) => {
             let code = frame
                 .get(5..)
                 .and_then(|body| pgpivot_protocol::views::ErrorView::new(body).sqlstate());
             ctx.metrics.error_sent(code);
             let _ = conn.write(&frame).await;
+            conn.close().await;
             return;
         }
-        Err(SessionError::Io(_)) => return,
         Err(e) => {
-            tracing::info!(error = %e, code = e.sqlstate(), "session refused");
-            ctx.metrics.error_sent(Some(e.sqlstate()));
-            conn.fatal(e.sqlstate(), &e.to_string()).await;
+            if e.is_silent() {
+                tracing::debug!(error = %e, "connection closed before login");
+            } else {
+                tracing::info!(error = %e, code = e.sqlstate(), "session refused");
+            }
+            if conn.refuse(&e).await {
+                ctx.metrics.error_sent(Some(e.sqlstate()));
+            }
+            conn.close().await;
             return;
         }
     };
@@ -203,7 +219,7 @@ pub struct Login {
 }
 
 async fn login<S: ClientSocket>(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     conn: &mut ClientConn<S>,
     first: Option<InitialPacket>,
     peer: Option<std::net::SocketAddr>,
@@ -267,76 +283,74 @@ async fn login<S: ClientSocket>(
         .password(&user)
         .ok_or_else(|| SessionError::AuthFailed(user.clone()))?
         .to_string();
-    let wanted: HashMap<String, String> = startup
-        .params
-        .iter()
-        .filter(|(k, _)| is_settable(k))
-        .cloned()
-        .collect();
-    let (server, params) = match welcome(ctx, &startup, &wanted) {
-        // A known pool: greet without holding a server connection.
-        Some(base) => {
-            let mut params = ClientParams::new(base);
-            for (k, v) in wanted {
-                params.insert(k, v);
-            }
-            (None, params)
-        }
-        None => {
-            let deadline = Instant::now() + ctx.config.load().primary_wait_timeout;
-            let (mut server, pool) =
-                engine::checkout(ctx, &startup, &password, deadline, &mut None).await?;
-            if let Err(e) = server
-                .sync_params(
-                    &mut ClientParams::new(Arc::new(wanted)),
-                    ctx.config.load().connect_timeout,
-                )
-                .await
-            {
-                pool.checkin(server, false);
-                return Err(SessionError::Backend(e));
-            }
-            // Based on the pool's greeting where there is one: clients sharing it are
-            // recognized as alike by pointer when a connection passes from one to another.
-            let params = match pool.welcome() {
-                Some(base) => {
-                    let mut p = ClientParams::new(base);
-                    for (k, v) in &server.params {
-                        p.insert(k.clone(), v.clone());
-                    }
-                    p
-                }
-                None => ClientParams::new(Arc::new(server.params.clone())),
-            };
-            (Some(Box::new((server, pool))), params)
+    let normal = startup_params::normalize(&startup);
+    let mode = ctx.config.load().pool.mode;
+    // Session mode: the client's own connection, opened with its startup packet (RESET goes
+    // back to its startup values there). Transaction mode: connections shared by every
+    // client of the pool start at the server's defaults; clients' parameters are SET.
+    let server_startup = match mode {
+        PoolMode::Session => normal.clone(),
+        PoolMode::Transaction => startup_params::bare(&normal),
+    };
+    let known = ctx.greetings.get(&normal);
+    let (known, wait) = match mode {
+        PoolMode::Transaction => (known.or_else(|| covered_by_pool(ctx, &normal)), None),
+        // The server's pid is the one to tell the client: wait for a connection, but not long
+        // when the client can be greeted without one (a liveness probe while the primary hangs
+        // or every connection is taken).
+        PoolMode::Session => {
+            let wait = known.is_some().then_some(LOGIN_SERVER_WAIT);
+            (known, wait)
         }
     };
-    let cancel = ctx.cancels.register(crate::cancel::ClientMeta {
-        user: user.clone(),
-        database: startup.database().to_string(),
-        application_name: startup.get("application_name").unwrap_or("").to_string(),
-        addr: peer,
-        tls: conn.stream.tls_description(),
-        connected_at: Some(std::time::SystemTime::now()),
-    });
-    // AuthenticationOk, the server's parameters as this client asked for them, our own
-    // BackendKeyData, ReadyForQuery.
+    let (server, params) = match (mode, known) {
+        (PoolMode::Transaction, Some(params)) => (None, params),
+        (_, known) => match (
+            checkout_for_login(ctx, &server_startup, &password, wait).await?,
+            known,
+        ) {
+            (Some(s), _) => adopt(ctx, s, &normal).await?,
+            (None, Some(params)) => (None, params),
+            // Without a greeting to fall back on, the wait is not bounded.
+            (None, None) => return Err(SessionError::NoPrimary("no server connection".into())),
+        },
+    };
+    let server_pid = match mode {
+        PoolMode::Session => server.as_ref().map(|s| s.0.conn.pid),
+        PoolMode::Transaction => None,
+    };
+    let cancel = ctx.cancels.register(
+        crate::cancel::ClientMeta {
+            user: user.clone(),
+            database: startup.database().to_string(),
+            application_name: startup.get("application_name").unwrap_or("").to_string(),
+            addr: peer,
+            tls: conn.stream.tls_description(),
+            connected_at: Some(std::time::SystemTime::now()),
+        },
+        server_pid,
+    );
+    // AuthenticationOk, the server's parameters as this client asked for them (in PostgreSQL's
+    // order), the BackendKeyData, ReadyForQuery.
     let mut out = BytesMut::with_capacity(1024);
     build::auth_ok(&mut out);
-    let mut reported: Vec<(&str, &str)> = params
-        .iter()
-        .filter(|(k, _)| REPORTED.contains(k))
-        .collect();
-    reported.sort();
-    for (k, v) in reported {
-        build::parameter_status(&mut out, k, v);
+    for k in startup_params::REPORTED {
+        if let Some(v) = params.get(k) {
+            build::parameter_status(&mut out, k, v);
+        }
     }
     build::backend_key_data(&mut out, cancel.pid, &cancel.secret);
     build::ready_for_query(&mut out, b'I');
-    conn.write(&out).await?;
+    if let Err(e) = conn.write(&out).await {
+        if let Some(s) = server {
+            let (server, pool) = *s;
+            pool.checkin(server, true);
+        }
+        return Err(e);
+    }
     tracing::debug!(user, database = startup.database(), "session started");
     Ok(Some(Login {
-        startup,
+        startup: server_startup,
         password,
         server,
         params,
@@ -344,44 +358,105 @@ async fn login<S: ClientSocket>(
     }))
 }
 
-/// A second SSLRequest or GSSENCRequest: PostgreSQL takes its code for a protocol version.
-/// The greeting for a client that can log in without a server connection: transaction mode
-/// always; session mode when the only parameters it asks for cannot fail to apply (its first
-/// query attaches the connection, and a bad parameter must be refused at login with the
-/// server's own error).
-fn welcome(
-    ctx: &Ctx,
+/// How long a session-mode login that could be greeted without a server waits for one.
+const LOGIN_SERVER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A server connection for a login, waiting for a primary and a free connection as a
+/// transaction does; with `wait`, `None` once that has passed (the checkout then finishes on
+/// its own and leaves the connection in its pool: abandoning it midway would lose the pool
+/// slot it holds while connecting).
+async fn checkout_for_login(
+    ctx: &Arc<Ctx>,
     startup: &StartupMessage,
-    wanted: &HashMap<String, String>,
-) -> Option<Arc<HashMap<String, String>>> {
-    let table = ctx.topology.current();
-    let options = startup.get("options").unwrap_or("");
-    let w = ctx.pools.welcome(
-        table.primary.as_ref(),
-        startup.user(),
-        startup.database(),
-        options,
-    )?;
-    let lazy = ctx.config.load().pool.mode == crate::config::PoolMode::Transaction
-        || wanted
-            .iter()
-            .all(|(k, v)| k == "application_name" || w.get(k) == Some(v));
-    lazy.then_some(w)
+    password: &str,
+    wait: Option<std::time::Duration>,
+) -> Result<Option<(Server, Arc<Pool>)>, SessionError> {
+    let deadline = Instant::now() + ctx.config.load().primary_wait_timeout;
+    let Some(wait) = wait else {
+        return engine::checkout(ctx, startup, password, deadline, &mut None)
+            .await
+            .map(Some);
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (ctx, startup, password) = (ctx.clone(), startup.clone(), password.to_string());
+    tokio::spawn(async move {
+        let got = engine::checkout(&ctx, &startup, &password, deadline, &mut None).await;
+        if let Err(Ok((server, pool))) = tx.send(got) {
+            pool.checkin(server, true);
+        }
+    });
+    match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(got)) => got.map(Some),
+        _ => Ok(None),
+    }
 }
 
-/// The parameters PostgreSQL 15 reports to clients (GUC_REPORT), as it spells them.
-const REPORTED: &[&str] = &[
-    "application_name",
-    "client_encoding",
-    "DateStyle",
-    "default_transaction_read_only",
-    "in_hot_standby",
-    "integer_datetimes",
-    "IntervalStyle",
-    "is_superuser",
-    "server_encoding",
-    "server_version",
-    "session_authorization",
-    "standard_conforming_strings",
-    "TimeZone",
-];
+/// The login's server connection made to match the client's startup parameters (nothing to do
+/// for one opened with them and unchanged since), and the client's parameters as the server
+/// reports them. A value the server refuses ends the login with its error, as a FATAL, as
+/// PostgreSQL refuses it in a startup packet.
+async fn adopt(
+    ctx: &Ctx,
+    (mut server, pool): (Server, Arc<Pool>),
+    normal: &StartupMessage,
+) -> Result<(Option<Box<(Server, Arc<Pool>)>>, ClientParams), SessionError> {
+    if !(server.opened_with(normal) && server.at_defaults()) {
+        let wanted: HashMap<String, String> = startup_params::settable(normal)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let timeout = ctx.config.load().connect_timeout;
+        if let Err(e) = server
+            .sync_params(&mut ClientParams::new(Arc::new(wanted)), timeout)
+            .await
+        {
+            pool.checkin(server, false);
+            return Err(match e {
+                QuietError::Refused(ref error) => match build::with_severity(error, "FATAL") {
+                    Some(fatal) => SessionError::ServerRefused(fatal.freeze()),
+                    None => SessionError::Backend(e.to_string()),
+                },
+                QuietError::Broken(why) => SessionError::Backend(why),
+            });
+        }
+    }
+    // Based on the pool's greeting where there is one: clients sharing it are recognized as
+    // alike by pointer when a connection passes from one to another.
+    let mut params = match pool.welcome() {
+        Some(base) => {
+            let mut p = ClientParams::new(base);
+            for (k, v) in &server.params {
+                p.insert(k.clone(), v.clone());
+            }
+            p
+        }
+        None => ClientParams::new(Arc::new(server.params.clone())),
+    };
+    params.set_startup(startup_params::settable(normal).map(|(k, _)| k));
+    ctx.greetings.remember(normal, &params);
+    Ok((Some(Box::new((server, pool))), params))
+}
+
+/// Transaction mode: the greeting for a client whose startup parameters are the server's
+/// defaults (the pool's greeting, from a connection opened without any) but for
+/// `application_name`, which takes any value: no server connection needed.
+fn covered_by_pool(ctx: &Ctx, normal: &StartupMessage) -> Option<ClientParams> {
+    if startup_params::needs_server(normal) {
+        return None;
+    }
+    let table = ctx.topology.current();
+    let base = ctx.pools.welcome(
+        table.primary.as_ref(),
+        normal.user(),
+        normal.database(),
+        normal.get("options").unwrap_or(""),
+    )?;
+    let mut params = ClientParams::new(base.clone());
+    for (k, v) in startup_params::settable(normal) {
+        if k != "application_name" && base.get(k).map(String::as_str) != Some(v) {
+            return None;
+        }
+        params.insert(k.to_string(), v.to_string());
+    }
+    params.set_startup(startup_params::settable(normal).map(|(k, _)| k));
+    Some(params)
+}

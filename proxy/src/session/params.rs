@@ -18,11 +18,47 @@ pub struct ClientParams {
     base: Arc<Params>,
     /// Entries that differ from `base` (behind a pointer: most clients have none or few).
     own: Option<Arc<Params>>,
+    /// The reported parameters the client gave at startup, with the values the server reported
+    /// for them: what RESET brings back (see [`ClientParams::restore_startup`]). Shared by
+    /// clients logging in alike; not part of what is compared.
+    startup: Option<Arc<Params>>,
 }
 
 impl ClientParams {
     pub fn new(base: Arc<Params>) -> Self {
-        ClientParams { base, own: None }
+        ClientParams {
+            base,
+            own: None,
+            startup: None,
+        }
+    }
+
+    /// Records the reported parameters among `names` (the client's startup GUCs) with their
+    /// values now.
+    pub fn set_startup<'a>(&mut self, names: impl Iterator<Item = &'a str>) {
+        let startup: Params = names
+            .filter(|k| super::startup_params::is_reported(k))
+            .filter_map(|k| Some((k.to_string(), self.get(k)?.to_string())))
+            .collect();
+        self.startup = (!startup.is_empty()).then(|| Arc::new(startup));
+    }
+
+    /// After the client reset parameters on a connection opened without its startup parameters
+    /// (transaction mode): a reported one it gave at startup that now shows the connection's
+    /// default (`defaults`) takes its startup value again, as RESET does in PostgreSQL; a
+    /// ParameterStatus for each is appended to `out` (the client was told the default). One it
+    /// set to something else since keeps that.
+    pub fn restore_startup(&mut self, defaults: &Params, out: &mut bytes::BytesMut) {
+        let Some(startup) = self.startup.clone() else {
+            return;
+        };
+        for (k, v) in startup.iter() {
+            let now = self.get(k);
+            if now != Some(v.as_str()) && now == defaults.get(k).map(String::as_str) {
+                pgpivot_protocol::build::parameter_status(out, k, v);
+                self.insert(k.clone(), v.clone());
+            }
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -142,6 +178,38 @@ mod tests {
         assert_eq!(p.get("TimeZone"), Some("UTC"));
         assert_eq!(p.own.as_ref().map(|o| o.len()), Some(1));
         assert!(!p.contains_key("nope"));
+    }
+
+    #[test]
+    fn startup_values_come_back_after_a_reset_unless_set_since() {
+        let defaults: Params = [("application_name", ""), ("DateStyle", "ISO, MDY")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let base = Arc::new(defaults.clone());
+        let mut p = ClientParams::new(base.clone());
+        p.insert("application_name".into(), "five".into());
+        p.insert("statement_timeout".into(), "5s".into());
+        p.set_startup(["application_name", "statement_timeout"].into_iter());
+        let mut out = bytes::BytesMut::new();
+        p.restore_startup(&defaults, &mut out);
+        assert!(out.is_empty(), "nothing was reset");
+        // RESET ALL: the server reported the default.
+        p.insert("application_name".into(), String::new());
+        p.restore_startup(&defaults, &mut out);
+        assert_eq!(p.get("application_name"), Some("five"));
+        assert_eq!(&out[5..], b"application_name\0five\0");
+        // Set to something else after the reset: kept.
+        p.insert("application_name".into(), "other".into());
+        out.clear();
+        p.restore_startup(&defaults, &mut out);
+        assert_eq!(p.get("application_name"), Some("other"));
+        assert!(out.is_empty());
+        // Not part of what is compared.
+        let mut q = ClientParams::new(base);
+        q.insert("application_name".into(), "other".into());
+        q.insert("statement_timeout".into(), "5s".into());
+        assert!(p.same_as(&q));
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct Shared {
     /// Why the client is pinned to its server connection, if it is.
     pub pinned: Mutex<Option<&'static str>>,
     pub(super) pin_counted: AtomicBool,
+    /// The client ran RESET, DISCARD ALL or `SET … TO DEFAULT` during this attachment: the
+    /// connection's parameters went back to its own startup values (see
+    /// `Server::after_client_reset`).
+    params_reset: AtomicBool,
     /// Prepared-statement state both pumps use (never held across an await).
     pub prep: Mutex<PrepState>,
     /// A FATAL the server sent before closing (the raw frame), held back until it is known
@@ -75,6 +79,7 @@ impl Shared {
             server_boundary: AtomicBool::new(true),
             pinned: Mutex::new(None),
             pin_counted: AtomicBool::new(false),
+            params_reset: AtomicBool::new(false),
             prep: Mutex::new(PrepState::default()),
             server_fatal: Mutex::new(None),
             stop: Mutex::new(None),
@@ -168,6 +173,14 @@ impl Shared {
 
     pub fn take_stop(&self) -> Option<(&'static str, String)> {
         self.stop.lock().ok().and_then(|mut s| s.take()).map(|b| *b)
+    }
+
+    pub(super) fn note_params_reset(&self) {
+        self.params_reset.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) fn take_params_reset(&self) -> bool {
+        self.params_reset.swap(false, Ordering::Relaxed)
     }
 
     pub(super) fn pin(&self, why: &'static str) {

@@ -25,6 +25,9 @@ pub enum Effect {
     DeallocateAll,
     Deallocate(String),
     DiscardAll,
+    /// RESET (of one parameter or all) or `SET … TO DEFAULT`: parameters go back to the values
+    /// the server connection started with, which in transaction mode are not the client's.
+    ResetParams,
 }
 
 /// Effects of every statement in `sql` (a Query or a Parse text).
@@ -59,6 +62,7 @@ pub(super) fn statement_effect(head: &str, with_hold: bool, into_temp: bool) -> 
             }
         }
         "discard" if w(1) == "all" => Some(Effect::DiscardAll),
+        "reset" => Some(Effect::ResetParams),
         _ => None,
     }
 }
@@ -158,6 +162,19 @@ fn set_effect(words: &[&str]) -> Option<Effect> {
     if name == "role" {
         return Some(Effect::Pin("SET ROLE"));
     }
+    // `SET name TO DEFAULT` / `SET name = DEFAULT`: a reset, not new state.
+    let value = words[i..].join(" ");
+    let value = value[value.find(name).map_or(0, |p| p + name.len())..]
+        .trim_start_matches('"')
+        .trim_start();
+    let value = value
+        .strip_prefix("to ")
+        .or_else(|| value.strip_prefix('='))
+        .unwrap_or(value)
+        .trim();
+    if value == "default" {
+        return Some(Effect::ResetParams);
+    }
     if REPORTED.contains(&name) {
         None
     } else {
@@ -239,6 +256,19 @@ mod tests {
             vec![Effect::Deallocate("s1".into())]
         );
         assert_eq!(e("DISCARD ALL"), vec![Effect::DiscardAll]);
+        for reset in [
+            "RESET ALL",
+            "reset statement_timeout",
+            "SET statement_timeout TO DEFAULT",
+            "set session \"statement_timeout\" = default",
+            "SET application_name=DEFAULT",
+        ] {
+            assert_eq!(e(reset), vec![Effect::ResetParams], "{reset}");
+        }
+        assert_eq!(
+            e("SET statement_timeout TO defaults"),
+            vec![Effect::Pin("SET of a parameter the server does not report")]
+        );
         assert_eq!(e("begin; listen a; commit"), vec![Effect::Pin("LISTEN")]);
     }
 }

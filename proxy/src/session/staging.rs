@@ -204,17 +204,20 @@ pub(super) fn count_statement(text: Option<&[u8]>, counters: Option<&NodeCounter
     }
 }
 
-/// Session-bound statements pin the client (prepared-statement resets are the plan's business:
-/// it sees their CommandComplete).
+/// Session-bound statements pin the client; parameter resets are noted for the engine
+/// (prepared-statement resets are the plan's business: it sees their CommandComplete).
 fn pin_effects(text: Option<&[u8]>, shared: &Shared) {
     let Some(text) = text else { return };
     pin_all(sql::effects(text), shared);
 }
 
+/// Pins for session-bound statements; notes parameter resets (see `Shared::note_params_reset`).
 pub(super) fn pin_all(effects: Vec<Effect>, shared: &Shared) {
     for e in effects {
-        if let Effect::Pin(why) = e {
-            shared.pin(why);
+        match e {
+            Effect::Pin(why) => shared.pin(why),
+            Effect::ResetParams | Effect::DiscardAll => shared.note_params_reset(),
+            _ => {}
         }
     }
 }
@@ -243,6 +246,7 @@ pub(super) fn stage_server_bytes(
     side.out.clear();
     buffers::ensure(&mut side.out);
     let mut prep = shared.prep();
+    let own_pid = side.own_pid;
     loop {
         let PrepState {
             plan,
@@ -251,7 +255,7 @@ pub(super) fn stage_server_bytes(
             ..
         } = &mut *prep;
         let scan = side.scan.scan(&side.buf[pos..], |t| {
-            matches!(t, b'Z' | b'E' | b'S') || plan.wants(t)
+            matches!(t, b'Z' | b'E' | b'S') || (t == b'A' && own_pid.is_some()) || plan.wants(t)
         });
         match scan {
             Ok(Scan::Pass(n)) => {
@@ -293,6 +297,7 @@ pub(super) fn stage_server_bytes(
                     b'E' if forward => metrics.error_sent(ErrorView::new(&frame[5..]).sqlstate()),
                     _ => {}
                 }
+                let at = side.out.len();
                 if forward
                     && plan
                         .on_server_message(tag, frame, &mut side.out, cst, sst)
@@ -302,6 +307,9 @@ pub(super) fn stage_server_bytes(
                         "server reply out of step with the client's requests; closing session"
                     );
                     return Err(ServerEnd::ServerLost);
+                }
+                if let (b'A', Some((server, client))) = (tag, own_pid) {
+                    own_notification(&mut side.out[at..], server, client);
                 }
             }
             Ok(Scan::NeedMore { wanted }) => {
@@ -316,6 +324,14 @@ pub(super) fn stage_server_bytes(
         }
     }
     Ok(pos)
+}
+
+/// A NotificationResponse just staged (`staged`) whose sender is the client's own server
+/// connection (`server`) names the pid the client was told (`client`) instead.
+fn own_notification(staged: &mut [u8], server: i32, client: i32) {
+    if staged.first() == Some(&b'A') && staged.get(5..9) == Some(&server.to_be_bytes()[..]) {
+        staged[5..9].copy_from_slice(&client.to_be_bytes());
+    }
 }
 
 /// Bookkeeping for the server messages the pump reads: transaction state, session parameters,

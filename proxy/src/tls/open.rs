@@ -67,7 +67,6 @@ pub async fn open(
             let conn = handshake(conn.stream, peer, deadline, tls).await?;
             inside(conn, peer, metrics).await
         }
-        Err(SessionError::Io(_)) => None,
         Err(e) => {
             refuse(&mut conn, peer, e, metrics).await;
             None
@@ -103,8 +102,10 @@ async fn inside(
     match conn.read_startup(false).await {
         Ok(Opening::Packet(p)) => Some(Opened::Tls(Box::new(conn), p)),
         // `read_startup(false)` does not offer TLS.
-        Ok(Opening::Tls) => None,
-        Err(SessionError::Io(_)) => None,
+        Ok(Opening::Tls) => {
+            conn.close().await;
+            None
+        }
         Err(e) => {
             refuse(&mut conn, peer, e, metrics).await;
             None
@@ -112,13 +113,21 @@ async fn inside(
     }
 }
 
+/// Answers a refused opening as PostgreSQL would (see `ClientConn::refuse`) and closes it (with
+/// a close_notify inside TLS).
 async fn refuse<S>(conn: &mut ClientConn<S>, peer: SocketAddr, e: SessionError, metrics: &Metrics)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    tracing::info!(%peer, error = %e, code = e.sqlstate(), "session refused");
-    metrics.error_sent(Some(e.sqlstate()));
-    conn.fatal(e.sqlstate(), &e.to_string()).await;
+    if e.is_silent() {
+        tracing::debug!(%peer, error = %e, "connection closed before login");
+    } else {
+        tracing::info!(%peer, error = %e, code = e.sqlstate(), "session refused");
+    }
+    if conn.refuse(&e).await {
+        metrics.error_sent(Some(e.sqlstate()));
+    }
+    conn.close().await;
 }
 
 /// `PGPIVOT_TLS_REQUIRED`: whether a plaintext client may go on (unix-socket clients may).

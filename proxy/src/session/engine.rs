@@ -27,6 +27,7 @@ use super::forward::{
     ServerEnd, ServerSide, Shared,
 };
 use super::idle::{answer_errors, idle_turn, Idle};
+use super::prepared::{Naming, MAX_KNOWN_STATEMENTS};
 use super::{ClientSocket, Ctx, Login};
 use crate::cancel::send_cancel;
 use crate::config::PoolMode;
@@ -142,6 +143,10 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
     } = login;
     let mode = ctx.config.load().pool.mode;
     let shared = Arc::new(Shared::new());
+    if mode == PoolMode::Session {
+        // The server connection is the client's: its statement names pass through.
+        shared.prep().client.set_naming(Naming::PassThrough);
+    }
     shared.last_active.store(ctx.clock.now(), Ordering::Relaxed);
     cancel.set_session(shared.clone());
     let mut client = ClientSide {
@@ -298,8 +303,10 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         std::mem::swap(&mut shared.prep().server, &mut a.server.prepared);
         if matches!(end, Ok(ServerEnd::Release)) && a.server.prepared.len() != statements_before {
             // Settled: every statement this connection holds was accepted by PostgreSQL.
-            for h in a.server.prepared.hashes() {
-                ctx.known_statements.insert(h);
+            if ctx.known_statements.len() < MAX_KNOWN_STATEMENTS {
+                for h in a.server.prepared.hashes() {
+                    ctx.known_statements.insert(h);
+                }
             }
         }
         tracing::trace!(server_pid = a.server.conn.pid, end = ?end, "detached");

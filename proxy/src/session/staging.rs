@@ -114,6 +114,7 @@ pub(super) fn stage_client_bytes(
                     stop = Stop::Terminate;
                     break;
                 }
+                let mut resets = Vec::new();
                 if tag == b'Q' {
                     shared.syncs_since_execute.store(0, Ordering::Relaxed);
                     shared.tally.query();
@@ -121,13 +122,13 @@ pub(super) fn stage_client_bytes(
                     shared.unsynced.store(false, Ordering::Relaxed);
                     let text = views::query_text(&frame[5..]);
                     count_statement(text, counters);
-                    pin_effects(text, shared);
+                    resets = text_effects(text, shared);
                 } else {
                     shared.unsynced.store(true, Ordering::Relaxed);
                     if tag == b'P' {
                         let text = parse_query_text(&frame[5..]);
                         count_statement(text, counters);
-                        pin_effects(text, shared);
+                        resets = text_effects(text, shared);
                     }
                 }
                 let PrepState {
@@ -136,9 +137,10 @@ pub(super) fn stage_client_bytes(
                     server,
                     ..
                 } = &mut *prep;
-                let r = prepared::rewrite_client_message(
+                let r = prepared::rewrite_with_resets(
                     tag,
                     frame,
+                    resets,
                     client,
                     server,
                     plan,
@@ -181,15 +183,21 @@ fn count_statement(text: Option<&[u8]>, counters: Option<&NodeCounters>) {
     }
 }
 
-/// Session-bound statements pin the client (prepared-statement resets are the plan's business:
-/// it sees their CommandComplete).
-fn pin_effects(text: Option<&[u8]>, shared: &Shared) {
-    let Some(text) = text else { return };
+/// Session-bound statements pin the client; statements that drop prepared statements are
+/// returned for `prepared` (whose plan applies them at their CommandComplete).
+fn text_effects(text: Option<&[u8]>, shared: &Shared) -> Vec<sql::Reset> {
+    let Some(text) = text else {
+        return Vec::new();
+    };
+    if sql::is_plain(text) {
+        return Vec::new();
+    }
     for e in sql::effects(text) {
         if let Effect::Pin(why) = e {
             shared.pin(why);
         }
     }
+    sql::resets(text)
 }
 
 /// The query text of a Parse body: name\0 query\0 ...

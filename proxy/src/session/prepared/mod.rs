@@ -1,15 +1,23 @@
-//! Protocol-level prepared statements under transaction pooling (PgBouncer 1.21-style).
+//! Protocol-level prepared statements, by pool mode.
 //!
-//! In transaction pooling a client's `Parse "s1"` may run on one server connection and its later
-//! `Bind "s1"` on another. So pgpivot owns the naming: a client's statement name maps to a
-//! [`StatementDef`] whose *global* name is derived from the statement's content, and each server
-//! connection remembers which global names it has prepared ([`ServerStatements`]). Identical
-//! statements from many clients then share one server-side statement per server connection.
+//! * **Session pooling** ([`Naming::PassThrough`]): the server connection belongs to the client,
+//!   so statement names reach the server unchanged — Close closes, `pg_prepared_statements`
+//!   lists the client's names, errors are the server's own. pgpivot still remembers each
+//!   statement so that after a transparent failover it can prepare it again, under the client's
+//!   name, on the new primary's connection before its first use — see `pass_through.rs`.
+//! * **Transaction pooling** ([`Naming::Global`], PgBouncer 1.21-style): a client's `Parse "s1"`
+//!   may run on one server connection and its later `Bind "s1"` on another. So pgpivot owns the
+//!   naming: a client's statement name maps to a [`StatementDef`] whose *global* name is derived
+//!   from the statement's content, and each server connection remembers which global names it
+//!   has prepared ([`ServerStatements`], capped). Identical statements from many clients share
+//!   one server-side statement per server connection — see `rewrite.rs`.
 //!
-//! The module is sans-IO and split in two halves that share the per-client [`ResponsePlan`]:
+//! SQL that drops statements (`DEALLOCATE`, `DISCARD ALL`) is followed to its CommandComplete
+//! so both maps stay true (`resets.rs`). The module is sans-IO; its two halves share the
+//! per-client [`ResponsePlan`]:
 //!
 //! * [`rewrite_client_message`] (client→server): renames, prepares lazily, and answers
-//!   `Parse`/`Close` of cached statements — see `rewrite.rs`.
+//!   `Parse`/`Close` of cached statements.
 //! * [`ResponsePlan`] (server→client): fixes up the response stream so the client sees exactly
 //!   what PostgreSQL would have sent it — see `responses.rs`.
 //!
@@ -18,23 +26,36 @@
 //! reply marks the exact place in the stream where the client's answer belongs, and so that the
 //! server's own skip-until-Sync error handling covers it.
 
+mod pass_through;
+mod resets;
 mod responses;
 mod rewrite;
+mod server;
+mod siphash;
+mod special;
 
 #[cfg(test)]
 mod sim;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub use responses::{command_clears_statements, PlanError, ResponsePlan};
-pub use rewrite::{is_statement_message, rewrite_client_message, Rewrite};
+pub use rewrite::{is_statement_message, rewrite_client_message, rewrite_with_resets, Rewrite};
+pub use server::{ServerStatements, MAX_STATEMENTS_PER_SERVER};
+
+use resets::WatchSet;
+use siphash::SipHasher24;
 
 /// Default cap on one client's named statements: PostgreSQL has none, but here every one of them
 /// costs proxy memory and may be prepared on every server connection.
 pub const MAX_STATEMENTS_PER_CLIENT: usize = 10_000;
+
+/// Distinct statements pgpivot remembers as accepted by some server (for
+/// [`parse_offline`]): a bound on what a stream of ever-new statement texts can cost.
+pub const MAX_KNOWN_STATEMENTS: usize = 100_000;
 
 /// Prefix of every server-side name pgpivot creates.
 pub const GLOBAL_PREFIX: &str = "pgpivot_";
@@ -119,6 +140,24 @@ impl StatementDef {
             parse_frame: frame.freeze(),
         })
     }
+
+    /// The Parse body after the statement name: query text, NUL, parameter types.
+    pub fn definition(&self) -> &[u8] {
+        self.parse_frame
+            .get(5 + self.global_name.len() + 1..)
+            .unwrap_or_default()
+    }
+}
+
+/// Whose names the server sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Naming {
+    /// Content-addressed `pgpivot_<hash>` names, shared by the clients of a server connection
+    /// (transaction pooling).
+    #[default]
+    Global,
+    /// The client's own names: the server connection is the client's (session pooling).
+    PassThrough,
 }
 
 /// One client's named statements, by the client's own names.
@@ -126,6 +165,11 @@ impl StatementDef {
 pub struct ClientStatements {
     by_name: HashMap<Vec<u8>, Arc<StatementDef>>,
     limit: usize,
+    naming: Naming,
+    /// Statements whose text drops statements (`DEALLOCATE ...`), by name (`""`: the unnamed
+    /// one): what the reply plan must watch for when one is bound and executed. Almost always
+    /// empty.
+    watches: HashMap<Vec<u8>, WatchSet>,
 }
 
 impl Default for ClientStatements {
@@ -143,7 +187,18 @@ impl ClientStatements {
         ClientStatements {
             by_name: HashMap::new(),
             limit,
+            naming: Naming::Global,
+            watches: HashMap::new(),
         }
+    }
+
+    /// Set once, when the session starts (the pool mode).
+    pub fn set_naming(&mut self, naming: Naming) {
+        self.naming = naming;
+    }
+
+    pub fn naming(&self) -> Naming {
+        self.naming
     }
 
     pub fn get(&self, name: &[u8]) -> Option<&Arc<StatementDef>> {
@@ -153,12 +208,14 @@ impl ClientStatements {
     /// Forgets one name (the caller's own bookkeeping; a client's Close goes through
     /// [`rewrite_client_message`]).
     pub fn remove(&mut self, name: &[u8]) -> Option<Arc<StatementDef>> {
+        self.forget_watch(name);
         self.by_name.remove(name)
     }
 
     /// DISCARD ALL / DEALLOCATE ALL: every name is gone, as on a real session.
     pub fn clear(&mut self) {
         self.by_name.clear();
+        self.watches.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -175,6 +232,36 @@ impl ClientStatements {
 
     fn insert(&mut self, name: &[u8], def: Arc<StatementDef>) {
         self.by_name.insert(name.to_vec(), def);
+    }
+
+    /// Statement `name` (`""`: the unnamed one) was parsed with a text that drops statements.
+    fn set_watch(&mut self, name: &[u8], watch: WatchSet) {
+        if self.watches.len() < self.limit || self.watches.contains_key(name) {
+            self.watches.insert(name.to_vec(), watch);
+        }
+    }
+
+    /// Statement `name` was parsed again (or is gone).
+    #[inline]
+    fn forget_watch(&mut self, name: &[u8]) {
+        if !self.watches.is_empty() {
+            self.watches.remove(name);
+        }
+    }
+
+    /// A simple Query ends the unnamed statement.
+    #[inline]
+    fn forget_unnamed_watch(&mut self) {
+        self.forget_watch(b"");
+    }
+
+    /// What binding statement `name` must watch for, if its text drops statements.
+    #[inline]
+    fn watch_for(&self, name: &[u8]) -> Option<WatchSet> {
+        if self.watches.is_empty() {
+            return None;
+        }
+        self.watches.get(name).cloned()
     }
 
     /// Undo of a Parse: only if `name` still means that Parse's statement (a later batch may
@@ -231,48 +318,6 @@ pub fn parse_offline(
     true
 }
 
-/// Which global statements one server connection has prepared.
-#[derive(Debug, Default)]
-pub struct ServerStatements {
-    prepared: HashSet<u64>,
-}
-
-impl ServerStatements {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn contains(&self, hash: u64) -> bool {
-        self.prepared.contains(&hash)
-    }
-
-    /// Returns false if it was already there.
-    pub fn insert(&mut self, hash: u64) -> bool {
-        self.prepared.insert(hash)
-    }
-
-    pub fn remove(&mut self, hash: u64) -> bool {
-        self.prepared.remove(&hash)
-    }
-
-    /// The server's statements are gone (DISCARD ALL, DEALLOCATE ALL, reset).
-    pub fn clear(&mut self) {
-        self.prepared.clear();
-    }
-
-    pub fn len(&self) -> usize {
-        self.prepared.len()
-    }
-
-    pub fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
-        self.prepared.iter().copied()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.prepared.is_empty()
-    }
-}
-
 /// The statement hash key, random per process. A fixed, public key would let a client craft a
 /// query whose global name collides with another client's statement and so have its own SQL run
 /// in the other client's place; with a secret key that takes ~2^64 guesses. Names only need to
@@ -280,87 +325,6 @@ impl ServerStatements {
 fn hash_key() -> (u64, u64) {
     static KEY: OnceLock<(u64, u64)> = OnceLock::new();
     *KEY.get_or_init(rand::random)
-}
-
-/// SipHash-2-4 (Aumasson & Bernstein), streaming. Written out because std's SipHasher is
-/// deprecated and `DefaultHasher`'s algorithm is unspecified.
-struct SipHasher24 {
-    v: [u64; 4],
-    tail: [u8; 8],
-    ntail: usize,
-    len: u64,
-}
-
-impl SipHasher24 {
-    fn new((k0, k1): (u64, u64)) -> Self {
-        SipHasher24 {
-            v: [
-                k0 ^ 0x736f_6d65_7073_6575,
-                k1 ^ 0x646f_7261_6e64_6f6d,
-                k0 ^ 0x6c79_6765_6e65_7261,
-                k1 ^ 0x7465_6462_7974_6573,
-            ],
-            tail: [0; 8],
-            ntail: 0,
-            len: 0,
-        }
-    }
-
-    fn round(v: &mut [u64; 4]) {
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    }
-
-    fn compress(&mut self, m: u64) {
-        self.v[3] ^= m;
-        Self::round(&mut self.v);
-        Self::round(&mut self.v);
-        self.v[0] ^= m;
-    }
-
-    fn write(&mut self, data: &[u8]) {
-        self.len = self.len.wrapping_add(data.len() as u64);
-        let mut data = data;
-        while let Some((&b, rest)) = data.split_first() {
-            if self.ntail == 0 {
-                if let Some((word, rest)) = data.split_first_chunk::<8>() {
-                    self.compress(u64::from_le_bytes(*word));
-                    data = rest;
-                    continue;
-                }
-            }
-            if let Some(slot) = self.tail.get_mut(self.ntail) {
-                *slot = b;
-            }
-            self.ntail += 1;
-            if self.ntail == 8 {
-                self.compress(u64::from_le_bytes(self.tail));
-                self.ntail = 0;
-            }
-            data = rest;
-        }
-    }
-
-    fn finish(mut self) -> u64 {
-        let mut last = [0u8; 8];
-        last[..self.ntail].copy_from_slice(&self.tail[..self.ntail]);
-        last[7] = self.len as u8;
-        let b = u64::from_le_bytes(last);
-        self.compress(b);
-        self.v[2] ^= 0xff;
-        for _ in 0..4 {
-            Self::round(&mut self.v);
-        }
-        self.v[0] ^ self.v[1] ^ self.v[2] ^ self.v[3]
-    }
 }
 
 /// Splits a NUL-terminated string off the front of `data`.
@@ -389,31 +353,6 @@ fn put_frame(out: &mut BytesMut, tag: u8, parts: &[&[u8]]) -> Result<(), TooLong
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn siphash_reference_vectors() {
-        // From the SipHash paper's reference implementation: key 00..0f, message 00..(n-1).
-        let key = (
-            u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]),
-            u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15]),
-        );
-        let msg: Vec<u8> = (0..64).collect();
-        let hash = |n: usize| {
-            let mut h = SipHasher24::new(key);
-            h.write(&msg[..n]);
-            h.finish()
-        };
-        assert_eq!(hash(0), 0x726f_db47_dd0e_0e31);
-        assert_eq!(hash(15), 0xa129_ca61_49be_45e5);
-        assert_eq!(hash(63), 0x958a_324c_eb06_4572);
-        // Streaming in pieces gives the same result as one write.
-        for split in 0..=63 {
-            let mut h = SipHasher24::new(key);
-            h.write(&msg[..split]);
-            h.write(&msg[split..63]);
-            assert_eq!(h.finish(), hash(63), "split {split}");
-        }
-    }
 
     #[test]
     fn global_names_are_content_addressed() {

@@ -404,7 +404,7 @@ impl Backend {
             .filter(|k| k.starts_with(GLOBAL_PREFIX.as_bytes()))
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .collect();
-        let mut think: Vec<String> = (self.prepared.prepared.iter())
+        let mut think: Vec<String> = (self.prepared.hashes())
             .map(|h| format!("{GLOBAL_PREFIX}{h:016x}"))
             .collect();
         have.sort();

@@ -36,6 +36,8 @@ mod special;
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_backend;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -46,8 +48,9 @@ pub use responses::{command_clears_statements, PlanError, ResponsePlan};
 pub use rewrite::{is_statement_message, rewrite_client_message, rewrite_with_resets, Rewrite};
 pub use server::{ServerStatements, MAX_STATEMENTS_PER_SERVER};
 
-use resets::WatchSet;
 use siphash::SipHasher24;
+
+use crate::session::sql::Reset;
 
 /// Default cap on one client's named statements: PostgreSQL has none, but here every one of them
 /// costs proxy memory and may be prepared on every server connection.
@@ -167,9 +170,8 @@ pub struct ClientStatements {
     limit: usize,
     naming: Naming,
     /// Statements whose text drops statements (`DEALLOCATE ...`), by name (`""`: the unnamed
-    /// one): what the reply plan must watch for when one is bound and executed. Almost always
-    /// empty.
-    watches: HashMap<Vec<u8>, WatchSet>,
+    /// one): what binding one (to execute it) drops. Almost always empty.
+    watches: HashMap<Vec<u8>, Vec<Reset>>,
 }
 
 impl Default for ClientStatements {
@@ -235,9 +237,9 @@ impl ClientStatements {
     }
 
     /// Statement `name` (`""`: the unnamed one) was parsed with a text that drops statements.
-    fn set_watch(&mut self, name: &[u8], watch: WatchSet) {
+    fn set_watch(&mut self, name: &[u8], resets: Vec<Reset>) {
         if self.watches.len() < self.limit || self.watches.contains_key(name) {
-            self.watches.insert(name.to_vec(), watch);
+            self.watches.insert(name.to_vec(), resets);
         }
     }
 
@@ -255,13 +257,27 @@ impl ClientStatements {
         self.forget_watch(b"");
     }
 
-    /// What binding statement `name` must watch for, if its text drops statements.
+    /// Some statement's text drops statements.
     #[inline]
-    fn watch_for(&self, name: &[u8]) -> Option<WatchSet> {
-        if self.watches.is_empty() {
-            return None;
-        }
+    fn has_watches(&self) -> bool {
+        !self.watches.is_empty()
+    }
+
+    /// What binding statement `name` drops, if its text drops statements.
+    fn watch_for(&self, name: &[u8]) -> Option<Vec<Reset>> {
         self.watches.get(name).cloned()
+    }
+
+    /// Every name, for a drop of all of them that may still be undone.
+    fn take_all(&mut self) -> HashMap<Vec<u8>, Arc<StatementDef>> {
+        std::mem::take(&mut self.by_name)
+    }
+
+    /// Undo of [`Self::take_all`]: names defined again meanwhile keep their new meaning.
+    fn merge(&mut self, names: HashMap<Vec<u8>, Arc<StatementDef>>) {
+        for (name, def) in names {
+            self.by_name.entry(name).or_insert(def);
+        }
     }
 
     /// Undo of a Parse: only if `name` still means that Parse's statement (a later batch may

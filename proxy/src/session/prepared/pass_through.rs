@@ -140,3 +140,122 @@ fn ensure(
     plan.push_special(Special::Prepare { key }, client, server);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::resets::tests::{complete, error, query, ready, Session};
+    use super::super::rewrite::tests::{bind, describe_s, msg, parse, sync};
+    use super::super::Naming;
+
+    fn close_s(name: &str) -> Vec<u8> {
+        msg(b'C', format!("S{name}\0").as_bytes())
+    }
+
+    #[test]
+    fn names_reach_the_server_unchanged() {
+        let mut s = Session::new(Naming::PassThrough);
+        let frames = [
+            parse("s1", "SELECT $1"),
+            bind("p", "s1", &[b"1"]),
+            describe_s("s1"),
+            close_s("s1"),
+            // Unknown or malformed: the server answers in its own words.
+            bind("", "nope", &[]),
+            describe_s("nope"),
+            close_s("nope"),
+            msg(b'P', b"s2\0SELECT 1\0\0\x01"),
+            sync(),
+        ];
+        for f in &frames {
+            s.send(f);
+        }
+        assert_eq!(s.take_sent(), frames.concat());
+        assert!(s.names().is_empty() && !s.server.has_named(b"s1"));
+        let replies = [
+            msg(b'1', b""),
+            msg(b'2', b""),
+            msg(b't', b"\0\0"),
+            msg(b'n', b""),
+            msg(b'3', b""),
+            error("26000", None),
+            ready(),
+        ];
+        s.recv(&replies);
+        assert_eq!(s.take_got(), replies.concat());
+        assert!(s.names().is_empty() && s.plan.is_settled());
+    }
+
+    #[test]
+    fn a_new_server_gets_the_clients_statements_under_their_names_before_use() {
+        let mut s = Session::new(Naming::PassThrough);
+        s.prepare(&["a", "b"]);
+        // A transparent failover: the client is moved to a connection that has none.
+        s.server = super::ServerStatements::new();
+        s.plan.reset();
+        s.send(&bind("", "a", &[]));
+        s.send(&describe_s("a"));
+        s.send(&close_s("b"));
+        // Parse of a name the client has: the server must refuse it, so it gets it first.
+        s.send(&parse("a", "SELECT 'other'"));
+        s.send(&sync());
+        assert_eq!(
+            s.take_sent(),
+            [
+                parse("a", "SELECT 'a'"),
+                bind("", "a", &[]),
+                describe_s("a"),
+                close_s("b"),
+                parse("a", "SELECT 'other'"),
+                sync(),
+            ]
+            .concat()
+        );
+        s.recv(&[
+            msg(b'1', b""),
+            msg(b'2', b""),
+            msg(b't', b"\0\0"),
+            msg(b'T', b"\0\0"),
+            msg(b'3', b""),
+            error("42P05", None),
+            ready(),
+        ]);
+        let got = s.take_got();
+        assert_eq!(
+            &got[..5],
+            b"2\0\0\0\x04",
+            "pgpivot's ParseComplete is not the client's"
+        );
+        assert_eq!(s.names(), ["a"]);
+        let def = s.client.get(b"a").unwrap();
+        assert_eq!(
+            def.definition(),
+            b"SELECT 'a'\0\0\0",
+            "the refused Parse changed nothing"
+        );
+        assert!(s.server.has_named(b"a") && !s.server.has_named(b"b"));
+        // Once there, nothing more is sent ahead of it.
+        s.send(&bind("", "a", &[]));
+        assert_eq!(s.take_sent(), bind("", "a", &[]));
+    }
+
+    #[test]
+    fn failed_or_skipped_messages_are_undone() {
+        let mut s = Session::new(Naming::PassThrough);
+        s.prepare(&["a"]);
+        s.send(&parse("b", "SELEC 1"));
+        s.send(&close_s("a"));
+        s.send(&sync());
+        assert_eq!(s.names(), ["b"], "as sent");
+        s.recv(&[error("42601", None), ready()]);
+        assert_eq!(s.names(), ["a"]);
+        assert!(s.server.has_named(b"a") && !s.server.has_named(b"b"));
+        // A statement the server has but pgpivot did not see made (SQL PREPARE): refused.
+        s.send(&parse("p", "SELECT 1"));
+        s.send(&sync());
+        s.recv(&[error("42P05", None), ready()]);
+        assert!(!s.server.has_named(b"p") && s.client.get(b"p").is_none());
+        s.send(&query("DISCARD ALL"));
+        s.recv(&[complete("DISCARD ALL"), ready()]);
+        assert!(s.names().is_empty() && s.server.is_empty());
+    }
+}

@@ -1,33 +1,77 @@
 //! SQL that drops prepared statements: `DEALLOCATE name`, `DEALLOCATE ALL`, `DISCARD ALL`, sent
-//! as a simple Query (alone or among other statements) or run through the extended protocol.
-//! PostgreSQL applies them at once and for good (they are not undone by a ROLLBACK), so pgpivot
-//! follows each to its CommandComplete and only then forgets the statement: a [`WatchSet`]
-//! rides in the reply plan ahead of the message that runs the SQL.
+//! as a simple Query (alone or among other statements) or run through the extended protocol
+//! (at the Execute of a portal bound to such a statement).
 //!
-//! In transaction pooling the server knows the client's statements under pgpivot's names, so a
-//! `DEALLOCATE name` of one of them would fail there. The statement is rewritten to drop a
-//! throw-away placeholder instead (the shared statement stays for other clients, as with a
-//! Close); its CommandComplete then says `DEALLOCATE` exactly as PostgreSQL's would, and error
-//! positions after the rewritten part are shifted back to the client's text.
+//! Like every other change to the statement maps, a drop is applied when the client's message
+//! is sent — so messages pipelined after it are judged as PostgreSQL will judge them — and
+//! undone if the server never runs it (an earlier statement of the query failed, the server was
+//! skipping to Sync, the name did not exist). A [`WatchSet`] rides in the reply plan ahead of
+//! the message: from its turn until the next ReadyForQuery each CommandComplete of a drop
+//! confirms the next one, and what is left unconfirmed at ReadyForQuery is undone. (Drops are
+//! not undone by a ROLLBACK: PostgreSQL's are not either.)
+//!
+//! Where the server does not know the client's statement under the client's name — always in
+//! transaction pooling, and in session pooling after a failover until its first use — a
+//! `DEALLOCATE name` is rewritten to drop a throw-away placeholder instead (in transaction
+//! pooling the shared statement stays for other clients, as with a Close). Its CommandComplete
+//! then says `DEALLOCATE` exactly as PostgreSQL's would, and error positions after the
+//! rewritten part are shifted back to the client's text.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 
 use super::special::Special;
-use super::{put_frame, ClientStatements, Naming, PrepError, ResponsePlan, ServerStatements};
+use super::{
+    put_frame, ClientStatements, Naming, PrepError, ResponsePlan, ServerStatements, StatementDef,
+};
 use crate::session::sql::Reset;
 
-/// One drop to expect, in statement order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Watch {
-    /// `DEALLOCATE ALL` / `DISCARD ALL`.
-    All,
-    /// `DEALLOCATE` of this name (the client's).
-    Named(Vec<u8>),
+/// One drop, applied, with what undoing it takes.
+#[derive(Debug)]
+enum Watch {
+    /// `DEALLOCATE ALL` / `DISCARD ALL`: everything both maps held.
+    All {
+        client: HashMap<Vec<u8>, Arc<StatementDef>>,
+        server: ServerStatements,
+    },
+    /// `DEALLOCATE` of the client's `name`.
+    Named {
+        name: Vec<u8>,
+        removed: Option<Arc<StatementDef>>,
+        server_had: bool,
+    },
     /// The CommandComplete of pgpivot's own `PREPARE` of a placeholder: not the client's.
     OwnPrepare,
+}
+
+impl Watch {
+    fn undo(self, client: &mut ClientStatements, server: &mut ServerStatements) {
+        match self {
+            Watch::All {
+                client: names,
+                server: statements,
+            } => {
+                client.merge(names);
+                server.merge(statements);
+            }
+            Watch::Named {
+                name,
+                removed,
+                server_had,
+            } => {
+                if let Some(def) = removed {
+                    client.restore(&name, &def);
+                }
+                if server_had {
+                    server.insert_named(&name);
+                }
+            }
+            Watch::OwnPrepare => {}
+        }
+    }
 }
 
 /// Where pgpivot's rewrite of a query changed its length (in characters, as error positions
@@ -38,8 +82,8 @@ struct Shift {
     delta: i64,
 }
 
-/// What one message's statements will drop, and how its text was rewritten.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The drops one message runs, applied, in statement order; and how its text was rewritten.
+#[derive(Debug, Default)]
 pub(super) struct WatchSet {
     items: VecDeque<Watch>,
     shifts: Vec<Shift>,
@@ -56,42 +100,35 @@ impl WatchSet {
         self.shifts.append(&mut other.shifts);
     }
 
-    /// A CommandComplete while watching. True: it answers pgpivot's own statement and does not
-    /// reach the client.
-    pub(super) fn on_complete(
-        &mut self,
-        body: &[u8],
-        client: &mut ClientStatements,
-        server: &mut ServerStatements,
-    ) -> bool {
-        match body {
-            b"PREPARE\0" if self.items.front() == Some(&Watch::OwnPrepare) => {
-                self.items.pop_front();
-                true
-            }
-            b"DEALLOCATE\0" => {
-                while let Some(w) = self.items.pop_front() {
-                    if let Watch::Named(name) = w {
-                        client.remove(&name);
-                        if client.naming() == Naming::PassThrough {
-                            server.remove_named(&name);
-                        }
-                        break;
-                    }
-                }
-                false
-            }
-            // The maps are cleared by the caller for these.
-            b"DEALLOCATE ALL\0" | b"DISCARD ALL\0" => {
-                while let Some(w) = self.items.pop_front() {
-                    if w == Watch::All {
-                        break;
-                    }
-                }
-                false
-            }
-            _ => false,
+    /// The server will not run what is left (newest undone first).
+    pub(super) fn undo(mut self, client: &mut ClientStatements, server: &mut ServerStatements) {
+        while let Some(w) = self.items.pop_back() {
+            w.undo(client, server);
         }
+    }
+
+    /// A CommandComplete while watching. Returns (it answers pgpivot's own statement and does
+    /// not reach the client, a drop of everything nothing here expected: the caller clears the
+    /// maps).
+    pub(super) fn on_complete(&mut self, body: &[u8]) -> (bool, bool) {
+        let all = match body {
+            b"PREPARE\0" if matches!(self.items.front(), Some(Watch::OwnPrepare)) => {
+                self.items.pop_front();
+                return (true, false);
+            }
+            b"DEALLOCATE\0" => false,
+            body if super::command_clears_statements(body) => true,
+            _ => return (false, false),
+        };
+        // Confirmed: the drop (and any the stream skipped past) stays.
+        while let Some(w) = self.items.pop_front() {
+            match w {
+                Watch::All { .. } if all => return (false, false),
+                Watch::Named { .. } if !all => return (false, false),
+                _ => {}
+            }
+        }
+        (false, all)
     }
 
     /// `frame` (an ErrorResponse) with its position field moved back to the client's text, if
@@ -140,6 +177,54 @@ impl WatchSet {
     }
 }
 
+/// Applies one drop to the maps. Returns it with its undo, and whether the server lacks the
+/// client's statement under the client's name (so a `DEALLOCATE` of it must be rewritten).
+fn apply(
+    reset: &Reset,
+    client: &mut ClientStatements,
+    server: &mut ServerStatements,
+) -> (Watch, bool) {
+    match reset {
+        Reset::All => {
+            let watch = Watch::All {
+                client: client.take_all(),
+                server: std::mem::take(server),
+            };
+            (watch, false)
+        }
+        Reset::Statement { name, .. } => {
+            let removed = client.remove(name);
+            let pass_through = client.naming() == Naming::PassThrough;
+            let server_had = pass_through && server.remove_named(name);
+            let rewrite = removed.is_some() && !server_had;
+            let watch = Watch::Named {
+                name: name.clone(),
+                removed,
+                server_had,
+            };
+            (watch, rewrite)
+        }
+    }
+}
+
+/// The drops of a statement's text (remembered at its Parse), applied as a portal is bound to
+/// it: its Execute runs them.
+pub(super) fn bind(
+    resets: &[Reset],
+    client: &mut ClientStatements,
+    server: &mut ServerStatements,
+    plan: &mut ResponsePlan,
+) {
+    if plan.is_skipping() {
+        return; // the server ignores the Bind
+    }
+    let mut watch = WatchSet::default();
+    for reset in resets {
+        watch.items.push_back(apply(reset, client, server).0);
+    }
+    plan.push_watch(watch);
+}
+
 /// A name no client statement and no global statement has: `PREPARE`d and `DEALLOCATE`d right
 /// away, so even a leftover (the query cancelled between the two) never collides.
 fn placeholder() -> String {
@@ -152,46 +237,50 @@ fn chars(text: &[u8]) -> u64 {
 }
 
 /// A simple Query whose statements drop prepared statements (`resets`, from `sql::resets`):
-/// writes it (rewritten in transaction pooling where needed) to `out`, with its watch ahead of
-/// it in the plan.
+/// applies them, writes the Query (rewritten where needed) to `out`, with its watch ahead of it
+/// in the plan.
 pub(super) fn query(
     frame: &[u8],
     resets: Vec<Reset>,
     client: &mut ClientStatements,
+    server: &mut ServerStatements,
     plan: &mut ResponsePlan,
     out: &mut BytesMut,
 ) -> Result<(), PrepError> {
     let text = frame
         .get(5..frame.len().saturating_sub(1))
         .ok_or(PrepError::BadFrame)?;
+    client.forget_unnamed_watch();
+    if plan.is_skipping() {
+        // The server ignores the Query.
+        out.extend_from_slice(frame);
+        plan.on_client_message(b'Q');
+        return Ok(());
+    }
     let mut watch = WatchSet::default();
     let mut rewritten: Option<Vec<u8>> = None;
-    // Copied up to here, and the length difference so far (both in the client's text).
+    // Copied from the client's text so far, and the characters written for it.
     let (mut copied, mut new_chars) = (0usize, 0u64);
     for reset in resets {
-        match reset {
-            Reset::All => watch.items.push_back(Watch::All),
-            Reset::Statement { name, span } => {
-                let ours = client.naming() == Naming::Global && client.get(&name).is_some();
-                if ours && span.start >= copied && span.end <= text.len() {
-                    let ph = placeholder();
-                    let with = format!("PREPARE {ph} AS SELECT;DEALLOCATE {ph}");
-                    let t = rewritten.get_or_insert_with(Vec::new);
-                    t.extend_from_slice(&text[copied..span.start]);
-                    t.extend_from_slice(with.as_bytes());
-                    new_chars += chars(&text[copied..span.start]) + with.len() as u64;
-                    watch.shifts.push(Shift {
-                        after: new_chars,
-                        delta: with.len() as i64 - chars(&text[span.clone()]) as i64,
-                    });
-                    copied = span.end;
-                    watch.items.push_back(Watch::OwnPrepare);
-                }
-                watch.items.push_back(Watch::Named(name));
+        let (applied, rewrite) = apply(&reset, client, server);
+        if let (true, Reset::Statement { span, .. }) = (rewrite, &reset) {
+            if span.start >= copied && span.end <= text.len() {
+                let ph = placeholder();
+                let with = format!("PREPARE {ph} AS SELECT;DEALLOCATE {ph}");
+                let t = rewritten.get_or_insert_with(Vec::new);
+                t.extend_from_slice(&text[copied..span.start]);
+                t.extend_from_slice(with.as_bytes());
+                new_chars += chars(&text[copied..span.start]) + with.len() as u64;
+                watch.shifts.push(Shift {
+                    after: new_chars,
+                    delta: with.len() as i64 - chars(&text[span.clone()]) as i64,
+                });
+                copied = span.end;
+                watch.items.push_back(Watch::OwnPrepare);
             }
         }
+        watch.items.push_back(applied);
     }
-    client.forget_unnamed_watch();
     if !watch.is_empty() {
         plan.push_watch(watch);
     }
@@ -206,111 +295,43 @@ pub(super) fn query(
     Ok(())
 }
 
-/// A Parse whose text drops prepared statements: what its Binds must watch for. In
-/// transaction pooling an unnamed Parse of `DEALLOCATE <client statement>` is rewritten to drop a
-/// placeholder, which is prepared first (written to `out`); the rewritten Parse is returned, to
-/// be handled in place of `frame`.
+/// A Parse whose text drops prepared statements. Its drops are for its Binds to apply (the
+/// caller remembers them). An unnamed Parse of `DEALLOCATE <client statement>` that the server
+/// does not know by that name is rewritten to drop a placeholder, prepared first (written to
+/// `out`); the rewritten Parse is returned, to be handled in place of `frame`.
 pub(super) fn parse(
     frame: &[u8],
-    resets: Vec<Reset>,
+    resets: &[Reset],
     client: &mut ClientStatements,
     server: &mut ServerStatements,
     plan: &mut ResponsePlan,
     out: &mut BytesMut,
-) -> (WatchSet, Option<BytesMut>) {
-    let mut watch = WatchSet::default();
-    let body = frame.get(5..).unwrap_or_default();
-    let Some(name_end) = body.iter().position(|&b| b == 0) else {
-        return (watch, None);
-    };
-    let unnamed = name_end == 0;
-    let mut replaced = None;
-    for reset in resets {
-        match reset {
-            Reset::All => watch.items.push_back(Watch::All),
-            Reset::Statement { name, span } => {
-                let ours = client.naming() == Naming::Global && client.get(&name).is_some();
-                if ours && unnamed && replaced.is_none() {
-                    replaced = Some(span);
-                }
-                watch.items.push_back(Watch::Named(name));
-            }
-        }
+) -> Option<BytesMut> {
+    if frame.get(5) != Some(&0) {
+        return None; // named: executed who knows where (transaction pooling) or when
     }
-    let Some(span) = replaced else {
-        return (watch, None);
-    };
-    // The query text starts after the (empty) name's NUL.
+    let span = resets.iter().find_map(|r| match r {
+        Reset::Statement { name, span } => {
+            let known = client.get(name).is_some();
+            let lacks = client.naming() == Naming::Global || !server.has_named(name);
+            (known && lacks).then_some(span)
+        }
+        Reset::All => None,
+    })?;
+    // The query text starts after the empty name's NUL.
     let (start, end) = (6 + span.start, 6 + span.end);
-    let (Some(before), Some(after)) = (frame.get(5..start), frame.get(end..)) else {
-        return (watch, None);
-    };
+    let (before, after) = (frame.get(5..start)?, frame.get(end..)?);
     let ph = placeholder();
     let dealloc = format!("DEALLOCATE {ph}");
     let mut new = BytesMut::new();
-    if put_frame(&mut new, b'P', &[before, dealloc.as_bytes(), after]).is_err() {
-        return (watch, None);
-    }
+    put_frame(&mut new, b'P', &[before, dealloc.as_bytes(), after]).ok()?;
     // A statement that cannot fail to prepare (but in an aborted transaction, where the
     // client's Parse fails with the same error).
-    if put_frame(out, b'P', &[ph.as_bytes(), b"\0SELECT\0", &[0, 0]]).is_err() {
-        return (watch, None);
-    }
+    put_frame(out, b'P', &[ph.as_bytes(), b"\0SELECT\0", &[0, 0]]).ok()?;
     plan.push_special(Special::Prepare { key: None }, client, server);
-    (watch, Some(new))
+    Some(new)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn error_with_position(p: &str) -> BytesMut {
-        let mut out = BytesMut::new();
-        let parts: [&[u8]; 10] = [
-            b"S",
-            b"ERROR\0",
-            b"C",
-            b"42703\0",
-            b"M",
-            b"boom\0",
-            b"P",
-            p.as_bytes(),
-            b"\0",
-            b"\0",
-        ];
-        put_frame(&mut out, b'E', &parts).unwrap();
-        out
-    }
-
-    #[test]
-    fn positions_after_a_rewrite_move_back() {
-        let w = WatchSet {
-            items: VecDeque::new(),
-            shifts: vec![
-                Shift {
-                    after: 20,
-                    delta: 30,
-                },
-                Shift {
-                    after: 90,
-                    delta: 25,
-                },
-            ],
-        };
-        assert_eq!(w.shift_position(&error_with_position("5")), None);
-        assert_eq!(
-            w.shift_position(&error_with_position("60")),
-            Some(error_with_position("30"))
-        );
-        assert_eq!(
-            w.shift_position(&error_with_position("100")),
-            Some(error_with_position("45"))
-        );
-        // Not a number, or no position: left alone.
-        assert_eq!(w.shift_position(&error_with_position("x")), None);
-        assert_eq!(
-            WatchSet::default().shift_position(&error_with_position("60")),
-            None
-        );
-    }
-}
+#[path = "resets_tests.rs"]
+pub(super) mod tests;

@@ -28,8 +28,8 @@
 //!
 //! SQL that drops statements (`DEALLOCATE`, `DISCARD ALL`) puts a zero-width *watch* marker in
 //! the queue ahead of the message that runs it; from the marker's turn until the next
-//! ReadyForQuery the plan also stops at CommandComplete and applies each drop the server
-//! confirms (see `resets.rs`).
+//! ReadyForQuery the plan also stops at CommandComplete, where the server confirms each drop,
+//! and undoes those it did not confirm (see `resets.rs`).
 
 use std::collections::VecDeque;
 
@@ -108,7 +108,7 @@ pub struct ResponsePlan {
     /// The server reported an extended-protocol error and no Sync has been sent since: it is
     /// ignoring everything until then. Implies an empty queue.
     skipping: bool,
-    /// The watch whose turn it is (until the next ReadyForQuery).
+    /// The drops whose turn it is (until the next ReadyForQuery).
     watch: Option<Box<WatchSet>>,
     /// The last ReadyForQuery said the session is in a transaction block.
     in_transaction: bool,
@@ -232,11 +232,14 @@ impl ResponsePlan {
         self.queue.push_back(Entry::Special(special));
     }
 
-    /// What the next message sent runs may drop statements: watch its CommandCompletes.
+    /// The server is skipping to Sync: it will ignore what is sent now.
+    pub(super) fn is_skipping(&self) -> bool {
+        self.skipping
+    }
+
+    /// The next message sent runs these drops (applied already): watch its CommandCompletes.
+    /// Not while [`Self::is_skipping`].
     pub(super) fn push_watch(&mut self, watch: WatchSet) {
-        if self.skipping {
-            return; // the server will ignore that message
-        }
         if self.queue.is_empty() {
             self.start_tracking();
         }
@@ -328,7 +331,7 @@ impl ResponsePlan {
         self.activate();
         match tag {
             b'Z' => {
-                self.on_ready(body)?;
+                self.on_ready(body, client, server)?;
                 out.extend_from_slice(frame);
             }
             b'E' => self.on_error(body, frame, out, client, server),
@@ -347,18 +350,17 @@ impl ResponsePlan {
                 } else {
                     let wanted = self.account(t);
                     debug_assert!(!wanted);
-                    let own = t == b'C'
-                        && self
-                            .watch
-                            .as_mut()
-                            .is_some_and(|w| w.on_complete(body, client, server));
+                    let (own, unexpected_drop) = match (&mut self.watch, t) {
+                        (Some(w), b'C') => w.on_complete(body),
+                        _ => (false, false),
+                    };
+                    if unexpected_drop {
+                        client.clear();
+                        server.clear();
+                    }
                     if !own {
                         out.extend_from_slice(frame);
                     }
-                }
-                if t == b'C' && command_clears_statements(body) {
-                    client.clear();
-                    server.clear();
                 }
             }
             _ => out.extend_from_slice(frame),
@@ -366,8 +368,16 @@ impl ResponsePlan {
         Ok(())
     }
 
-    fn on_ready(&mut self, body: &[u8]) -> Result<(), PlanError> {
-        self.watch = None;
+    fn on_ready(
+        &mut self,
+        body: &[u8],
+        client: &mut ClientStatements,
+        server: &mut ServerStatements,
+    ) -> Result<(), PlanError> {
+        if let Some(w) = self.watch.take() {
+            // Not confirmed: the server did not run them.
+            w.undo(client, server);
+        }
         self.in_transaction = body.first().is_some_and(|&s| s != b'I');
         match self.queue.front_mut() {
             None => {
@@ -435,12 +445,16 @@ impl ResponsePlan {
             if matches!(entry, Entry::Ready(_)) {
                 break;
             }
-            if let Some(Entry::Special(s)) = self.queue.pop_front() {
-                undo.push(s);
+            if let Some(e @ (Entry::Special(_) | Entry::Watch(_))) = self.queue.pop_front() {
+                undo.push(e);
             }
         }
-        for s in undo.into_iter().rev() {
-            s.undo(client, server);
+        for e in undo.into_iter().rev() {
+            match e {
+                Entry::Special(s) => s.undo(client, server),
+                Entry::Watch(w) => w.undo(client, server),
+                _ => {}
+            }
         }
         if self.queue.is_empty() {
             self.skipping = true;
@@ -449,8 +463,7 @@ impl ResponsePlan {
 }
 
 /// CommandComplete body of `DISCARD ALL` / `DEALLOCATE ALL`: the session's prepared statements
-/// (so the server's, and the client's names) are gone. [`ResponsePlan::on_server_message`]
-/// clears both maps on it; to get that, the caller's scanner must stop at `C`.
+/// (so the server's, and the client's names) are gone.
 pub fn command_clears_statements(body: &[u8]) -> bool {
     matches!(body, b"DISCARD ALL\0" | b"DEALLOCATE ALL\0")
 }

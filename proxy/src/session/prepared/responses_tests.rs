@@ -482,26 +482,6 @@ fn probe_error_is_replaced_only_when_it_is_the_expected_26000() {
 }
 
 #[test]
-fn deallocate_all_clears_both_maps() {
-    let mut server = ServerStatements::new();
-    let mut c = Client::new();
-    c.send(&mut server, &parse("s", "SELECT 1"));
-    c.send(&mut server, &sync());
-    c.recv(&mut server, &[reply(b'1'), ready()]);
-    c.send(&mut server, &msg(b'Q', b"DEALLOCATE ALL\0"));
-    let done = msg(b'C', b"DEALLOCATE ALL\0");
-    // The caller opted into stopping at CommandComplete.
-    let mut out = BytesMut::new();
-    c.plan
-        .on_server_message(b'C', &done, &mut out, &mut c.stmts, &mut server)
-        .unwrap();
-    assert_eq!(&out[..], &done[..]);
-    assert!(c.stmts.is_empty() && server.is_empty());
-    assert!(command_clears_statements(b"DISCARD ALL\0"));
-    assert!(!command_clears_statements(b"DISCARD PLANS\0"));
-}
-
-#[test]
 fn random_traffic_never_panics() {
     let mut seed = 0x0bad_cafe_dead_beefu64;
     let mut next = move |n: u64| {

@@ -73,7 +73,7 @@ pub fn rewrite_with_resets(
             Ok(forward(tag, frame, plan, out))
         }
         b'Q' => {
-            resets::query(frame, resets, client, plan, out)?;
+            resets::query(frame, resets, client, server, plan, out)?;
             Ok(Rewrite::Forwarded)
         }
         b'P' if resets.is_empty() => {
@@ -84,13 +84,13 @@ pub fn rewrite_with_resets(
         }
         b'P' => {
             let name = cstr(body).map(|(n, _)| n.to_vec()).unwrap_or_default();
-            let (watch, replaced) = resets::parse(frame, resets, client, server, plan, out);
+            let replaced = resets::parse(frame, &resets, client, server, plan, out);
             let r = match &replaced {
                 Some(f) => dispatch(tag, f, client_body(tag, f)?, client, server, plan, out)?,
                 None => dispatch(tag, frame, body, client, server, plan, out)?,
             };
             if !matches!(r, Rewrite::Rejected(_)) {
-                client.set_watch(&name, watch);
+                client.set_watch(&name, resets);
             }
             Ok(r)
         }
@@ -107,11 +107,11 @@ fn dispatch(
     plan: &mut ResponsePlan,
     out: &mut BytesMut,
 ) -> Result<Rewrite, PrepError> {
-    if tag == b'B' {
+    if tag == b'B' && client.has_watches() {
         // Binding a statement whose text drops statements: its Execute will.
         let stmt = cstr(body).and_then(|(_, rest)| cstr(rest)).map(|(s, _)| s);
-        if let Some(watch) = stmt.and_then(|s| client.watch_for(s)) {
-            plan.push_watch(watch);
+        if let Some(drops) = stmt.and_then(|s| client.watch_for(s)) {
+            resets::bind(&drops, client, server, plan);
         }
     }
     let r = match client.naming() {

@@ -308,3 +308,63 @@ fn arbitrary_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn server_statements_past_the_cap_are_closed_between_transactions() {
+    let (mut c, mut s, mut p) = (
+        ClientStatements::new(),
+        ServerStatements::new(),
+        ResponsePlan::new(),
+    );
+    let cap = MAX_STATEMENTS_PER_SERVER as u64;
+    for h in 0..cap {
+        s.insert(h);
+    }
+    let server_says = |p: &mut ResponsePlan, c: &mut _, s: &mut _, frames: &[Vec<u8>]| {
+        let mut got = Vec::new();
+        for f in frames {
+            let mut out = BytesMut::new();
+            if p.wants(f[0]) {
+                p.on_server_message(f[0], f, &mut out, c, s).unwrap();
+                got.extend_from_slice(&out);
+            } else {
+                got.extend_from_slice(f);
+            }
+        }
+        got
+    };
+    // Inside a transaction block nothing is closed (a portal may still need it).
+    p.on_client_message(b'Q');
+    server_says(
+        &mut p,
+        &mut c,
+        &mut s,
+        &[msg(b'C', b"BEGIN\0"), msg(b'Z', b"T")],
+    );
+    let (r, out) = run(&parse("a", "SELECT 1"), &mut c, &mut s, &mut p);
+    assert_eq!(r, Ok(Rewrite::Forwarded));
+    assert_eq!(out, c.get(b"a").unwrap().parse_frame.to_vec());
+    p.on_client_message(b'S');
+    server_says(&mut p, &mut c, &mut s, &[msg(b'1', b""), msg(b'Z', b"I")]);
+    assert_eq!(s.len() as u64, cap + 1);
+    // Between transactions, the least recently used go first, ahead of the client's message.
+    let (r, out) = run(&bind("", "a", &[]), &mut c, &mut s, &mut p);
+    assert_eq!(r, Ok(Rewrite::Forwarded));
+    let evicted = (cap + 1 - (cap - cap / 8)) as usize;
+    let mut expect = Vec::new();
+    for h in 0..evicted as u64 {
+        let mut b = vec![b'S'];
+        b.extend_from_slice(format!("pgpivot_{h:016x}\0").as_bytes());
+        expect.extend(msg(b'C', &b));
+    }
+    let g = c.get(b"a").unwrap().global_name.clone();
+    expect.extend(bind("", &g, &[]));
+    assert_eq!(out, expect);
+    assert!(s.contains(c.get(b"a").unwrap().hash) && s.len() as u64 == cap - cap / 8);
+    p.on_client_message(b'S');
+    let mut replies = vec![msg(b'3', b""); evicted];
+    replies.extend([msg(b'2', b""), msg(b'Z', b"I")]);
+    let got = server_says(&mut p, &mut c, &mut s, &replies);
+    assert_eq!(got, [msg(b'2', b""), msg(b'Z', b"I")].concat());
+    assert!(p.is_settled());
+}

@@ -94,10 +94,22 @@ impl ServerStatements {
         let evict = by_age.len() - keep;
         by_age.select_nth_unstable(evict.saturating_sub(1));
         by_age.truncate(evict);
+        by_age.sort_unstable(); // oldest first, for a stable order on the wire
+
         for (_, h) in &by_age {
             self.prepared.remove(h);
         }
         by_age.into_iter().map(|(_, h)| h).collect()
+    }
+
+    /// Undo of a drop of everything (`std::mem::take`): statements prepared again meanwhile
+    /// keep their newer use.
+    pub(super) fn merge(&mut self, other: ServerStatements) {
+        for (hash, tick) in other.prepared {
+            self.prepared.entry(hash).or_insert(tick);
+        }
+        self.named.extend(other.named);
+        self.tick = self.tick.max(other.tick);
     }
 
     #[cfg(test)]
@@ -122,9 +134,7 @@ mod tests {
             assert!(s.touch(h));
         }
         s.insert(99);
-        let mut gone = s.evict_over(16);
-        gone.sort_unstable();
-        assert_eq!(gone, [4, 5, 6]);
+        assert_eq!(s.evict_over(16), [4, 5, 6]);
         assert_eq!(s.len(), 14);
         assert!(!s.touch(4) && s.contains(0) && s.contains(99));
     }

@@ -82,6 +82,18 @@ struct Shift {
     delta: i64,
 }
 
+/// What a CommandComplete seen while watching is.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Completed {
+    /// The client's: forwarded.
+    Client,
+    /// The reply to pgpivot's own `PREPARE` of a placeholder: dropped.
+    Own,
+    /// The client's, a drop of everything that pgpivot did not see coming (in a function, say):
+    /// forwarded, and both maps are cleared.
+    UnforeseenDropAll,
+}
+
 /// The drops one message runs, applied, in statement order; and how its text was rewritten.
 #[derive(Debug, Default)]
 pub(super) struct WatchSet {
@@ -107,28 +119,30 @@ impl WatchSet {
         }
     }
 
-    /// A CommandComplete while watching. Returns (it answers pgpivot's own statement and does
-    /// not reach the client, a drop of everything nothing here expected: the caller clears the
-    /// maps).
-    pub(super) fn on_complete(&mut self, body: &[u8]) -> (bool, bool) {
+    /// A CommandComplete while watching: confirms the next drop of its kind.
+    pub(super) fn on_complete(&mut self, body: &[u8]) -> Completed {
         let all = match body {
             b"PREPARE\0" if matches!(self.items.front(), Some(Watch::OwnPrepare)) => {
                 self.items.pop_front();
-                return (true, false);
+                return Completed::Own;
             }
             b"DEALLOCATE\0" => false,
             body if super::command_clears_statements(body) => true,
-            _ => return (false, false),
+            _ => return Completed::Client,
         };
         // Confirmed: the drop (and any the stream skipped past) stays.
         while let Some(w) = self.items.pop_front() {
             match w {
-                Watch::All { .. } if all => return (false, false),
-                Watch::Named { .. } if !all => return (false, false),
+                Watch::All { .. } if all => return Completed::Client,
+                Watch::Named { .. } if !all => return Completed::Client,
                 _ => {}
             }
         }
-        (false, all)
+        if all {
+            Completed::UnforeseenDropAll
+        } else {
+            Completed::Client
+        }
     }
 
     /// `frame` (an ErrorResponse) with its position field moved back to the client's text, if

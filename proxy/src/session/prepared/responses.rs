@@ -36,7 +36,7 @@ use std::collections::VecDeque;
 use bytes::BytesMut;
 use pgpivot_protocol::views::ErrorView;
 
-use super::resets::WatchSet;
+use super::resets::{Completed, WatchSet};
 use super::special::{Reply, Special};
 use super::{ClientStatements, ServerStatements, INVALID_SQL_STATEMENT_NAME};
 
@@ -350,15 +350,15 @@ impl ResponsePlan {
                 } else {
                     let wanted = self.account(t);
                     debug_assert!(!wanted);
-                    let (own, unexpected_drop) = match (&mut self.watch, t) {
+                    let completed = match (&mut self.watch, t) {
                         (Some(w), b'C') => w.on_complete(body),
-                        _ => (false, false),
+                        _ => Completed::Client,
                     };
-                    if unexpected_drop {
+                    if completed == Completed::UnforeseenDropAll {
                         client.clear();
                         server.clear();
                     }
-                    if !own {
+                    if completed != Completed::Own {
                         out.extend_from_slice(frame);
                     }
                 }

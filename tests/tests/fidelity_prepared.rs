@@ -4,8 +4,8 @@
 //! protocol-level statements are noticed in every form (simple, multi-statement, inside a rolled
 //! back transaction, extended), and after a transparent failover the client's statements come
 //! back on the new primary under the client's names. Transaction mode keeps psycopg's
-//! `DEALLOCATE ALL` after DDL working. Replies are compared byte for byte with a direct
-//! connection where the two must agree.
+//! `DEALLOCATE ALL` after DDL working and caps what a shared server connection holds. Replies
+//! are compared byte for byte with a direct connection where the two must agree.
 
 use std::time::{Duration, Instant};
 
@@ -406,4 +406,40 @@ async fn session_statements_follow_a_transparent_failover_under_client_names() {
     assert_eq!(first_column(&got[9]), ["b2"]);
     assert_eq!(first_column(&got[10]), ["a", "b", "g"]);
     assert_eq!(first_column(&got[11]), ["f"], "on the new primary");
+}
+
+/// Transaction mode: every client's statements accumulate on the shared server connections, so
+/// pgpivot closes a connection's least recently used past 1,000 (between transactions); the
+/// client's statements all still work, prepared again where they were closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_server_statements_are_capped() {
+    let c = start_cluster();
+    let mut opts = pivot_opts("transaction");
+    opts.env.push(("PGPIVOT_POOL_SIZE".into(), "1".into()));
+    let p = start_pivot(&c, opts).await;
+    let (mut s, _) = login_unix(&p).await;
+    let steps: Vec<Vec<u8>> = (0..11)
+        .map(|batch| {
+            let mut b: Vec<u8> = (0..100)
+                .flat_map(|i| {
+                    let n = batch * 100 + i;
+                    parse(&format!("s{n}"), &format!("SELECT {n}"))
+                })
+                .collect();
+            b.extend(sync());
+            b
+        })
+        .collect();
+    for r in play(&mut s, &steps).await {
+        assert_eq!(error_of(&r), None);
+    }
+    let count = "SELECT count(*) FROM pg_prepared_statements";
+    let got = play(&mut s, &[run("s0"), wire::query(count), run("s1099")]).await;
+    assert_eq!(first_column(&got[0]), ["0"], "{:?}", show(&got[0]));
+    let on_server: usize = first_column(&got[1])[0].parse().unwrap();
+    assert!(
+        (800..=1000).contains(&on_server),
+        "{on_server} statements on the server connection"
+    );
+    assert_eq!(first_column(&got[2]), ["1099"]);
 }

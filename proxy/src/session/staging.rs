@@ -184,7 +184,8 @@ fn count_statement(text: Option<&[u8]>, counters: Option<&NodeCounters>) {
 }
 
 /// Session-bound statements pin the client; statements that drop prepared statements are
-/// returned for `prepared` (whose plan applies them at their CommandComplete).
+/// returned for `prepared` (which applies them as sent and has their CommandComplete confirm
+/// them).
 fn text_effects(text: Option<&[u8]>, shared: &Shared) -> Vec<sql::Reset> {
     let Some(text) = text else {
         return Vec::new();

@@ -21,6 +21,14 @@ fn main() {
 /// it with one transaction's client bytes and the server's reply to what pgpivot staged.
 fn warm(mode: &str, rows: u32) -> (Pumps, Vec<u8>, Vec<u8>) {
     let mut p = Pumps::new();
+    if mode == "prepared-session" {
+        p.pass_through_names();
+    }
+    let mode = if mode == "prepared-session" {
+        "prepared"
+    } else {
+        mode
+    };
     if mode == "prepared" {
         let setup = [msgs::parse("P0_1", msgs::SELECT), msgs::sync()].concat();
         let staged = p.client_read(&setup).to_vec();
@@ -49,7 +57,7 @@ fn round_trip(b: Bencher, mode: &str, rows: u32) {
         });
 }
 
-#[divan::bench(args = ["simple", "extended", "prepared"])]
+#[divan::bench(args = ["simple", "extended", "prepared", "prepared-session"])]
 fn pgbench_select_round_trip(b: Bencher, mode: &str) {
     round_trip(b, mode, 1);
 }

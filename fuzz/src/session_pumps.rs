@@ -12,7 +12,9 @@
 //! every buffer and the 64 kB whole-message limit) and the size of the reads it arrives in
 //! (1 + b × 509), then up to 8 bytes of its start (portal and statement names, or a query's
 //! first words); the rest is a filler byte and a final NUL. The release point is tried after
-//! each of its reads.
+//! each of its reads. A first byte of 0xC0 (a release, were it later) runs the session in
+//! session pooling's statement naming (the client's names pass through) instead of transaction
+//! pooling's.
 //!
 //! Invariants: neither pump panics, whatever either peer sends; what each pump stages for the
 //! other side is always a stream of well-formed messages (whole, or the streamed prefix of the
@@ -37,6 +39,11 @@ pub fn run(data: &[u8]) {
     let mut pumps = Pumps::with_limits(CLIENT_CAP, SERVER_CAP);
     let mut to_server = Stream::default();
     let mut to_client = Stream::default();
+    if data.first() == Some(&0xc0) {
+        // Session pooling's naming: the client's statement names reach the server.
+        pumps.pass_through_names();
+        input.byte();
+    }
     while !input.is_empty() {
         let op = input.byte();
         let server = op & 0x80 != 0;

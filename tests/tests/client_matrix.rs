@@ -29,8 +29,8 @@ const TRANSACTION_MODE_LIMITS: &[(&str, &str, &str)] = &[
     ),
     (
         "*",
-        "notify.self_pid_is_key_pid",
-        "a listening client is pinned to the connection it listened on, not the one of its login",
+        "notify.got",
+        "a client's own notifications carry the pid its login was told (as they do directly), which is not pg_backend_pid() of the connection it listens on",
     ),
     (
         "*",

@@ -59,6 +59,13 @@ impl Pumps {
         }
     }
 
+    /// Session pooling's statement naming (the client's names reach the server), as the
+    /// session engine sets it for a session-mode client.
+    pub fn pass_through_names(&mut self) {
+        let naming = super::prepared::Naming::PassThrough;
+        self.shared.prep().client.set_naming(naming);
+    }
+
     /// Client bytes arrive (as one read): staged for the server. Returns the staged bytes,
     /// what the pump would write to the server.
     pub fn client_read(&mut self, bytes: &[u8]) -> &[u8] {

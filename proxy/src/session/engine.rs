@@ -27,6 +27,7 @@ use super::forward::{
     client_to_server, server_to_client, ClientEnd, ClientSide, ServerEnd, ServerSide, Shared,
 };
 use super::idle::{idle_turn, Debt, Idle, Owed};
+use super::prepared::{Naming, MAX_KNOWN_STATEMENTS};
 use super::server_loss::{AfterLoss, Lost};
 use super::{ClientSocket, Ctx, Login};
 use crate::cancel::send_cancel;
@@ -144,6 +145,10 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
     } = login;
     let mode = ctx.config.load().pool.mode;
     let shared = Arc::new(Shared::new());
+    if mode == PoolMode::Session {
+        // The server connection is the client's: its statement names pass through.
+        shared.prep().client.set_naming(Naming::PassThrough);
+    }
     shared.last_active.store(ctx.clock.now(), Ordering::Relaxed);
     cancel.set_session(shared.clone());
     let mut client = ClientSide::new(buf, ctx.config.load().max_message_bytes);
@@ -298,8 +303,10 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         std::mem::swap(&mut shared.prep().server, &mut a.server.prepared);
         if matches!(end, Ok(ServerEnd::Release)) && a.server.prepared.len() != statements_before {
             // Settled: every statement this connection holds was accepted by PostgreSQL.
-            for h in a.server.prepared.hashes() {
-                ctx.known_statements.insert(h);
+            if ctx.known_statements.len() < MAX_KNOWN_STATEMENTS {
+                for h in a.server.prepared.hashes() {
+                    ctx.known_statements.insert(h);
+                }
             }
         }
         tracing::trace!(server_pid = a.server.conn.pid, end = ?end, "detached");
@@ -320,6 +327,23 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
         match end {
             ServerEnd::Yield => {
                 parked = Some(a);
+            }
+            ServerEnd::Resync => {
+                // A pinned client keeps its connection: its startup values go back on it now.
+                shared.take_params_reset();
+                let mut told = BytesMut::new();
+                a.server.after_client_reset(&mut params, &mut told);
+                let timeout = ctx.config.load().connect_timeout;
+                if let Err(e) = Box::pin(a.server.sync_params(&mut params, timeout)).await {
+                    tracing::warn!(error = %e, "could not apply a pinned client's startup parameters again");
+                    a.pool.checkin(a.server, false);
+                    break "pinned connection failed";
+                }
+                if !told.is_empty() && super::forward::send(&mut cw, &told).await.is_err() {
+                    a.pool.checkin(a.server, false);
+                    break "client gone";
+                }
+                attached = Some(a);
             }
             ServerEnd::Release => {
                 if mode == PoolMode::Transaction && shared.take_params_reset() {

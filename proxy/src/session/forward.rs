@@ -91,6 +91,10 @@ pub enum ServerEnd {
     /// Nothing outstanding and the client's next request is answered by pgpivot: the engine
     /// sets the connection aside (still the client's) and takes it up again afterwards.
     Yield,
+    /// Transaction pooling, a pinned client at a transaction boundary after it reset its
+    /// parameters (`RESET`, `DISCARD ALL`) on a connection opened without them: the engine
+    /// applies its startup values again, then the pumps go on on the same connection.
+    Resync,
 }
 
 impl std::fmt::Display for ServerEnd {
@@ -103,6 +107,7 @@ impl std::fmt::Display for ServerEnd {
             ServerEnd::Stopped(code) => write!(f, "ended by pgpivot ({code})"),
             ServerEnd::ClientGone => write!(f, "client gone"),
             ServerEnd::Yield => write!(f, "set aside for a local answer"),
+            ServerEnd::Resync => write!(f, "startup parameters applied again"),
         }
     }
 }
@@ -296,12 +301,13 @@ where
                 return ServerEnd::Demoted;
             }
         }
-        if mode == PoolMode::Transaction
-            && shared.pinned().is_none()
-            && side.buf.is_empty()
-            && shared.quiescent()
-        {
-            return ServerEnd::Release;
+        if mode == PoolMode::Transaction && side.buf.is_empty() && shared.quiescent() {
+            if shared.pinned().is_none() {
+                return ServerEnd::Release;
+            }
+            if shared.params_reset_pending() {
+                return ServerEnd::Resync;
+            }
         }
         if shared.yield_wanted.load(Ordering::Relaxed) {
             if side.buf.is_empty() && shared.can_yield() {

@@ -179,6 +179,10 @@ impl Shared {
         self.params_reset.store(true, Ordering::Relaxed);
     }
 
+    pub(super) fn params_reset_pending(&self) -> bool {
+        self.params_reset.load(Ordering::Relaxed)
+    }
+
     pub(super) fn take_params_reset(&self) -> bool {
         self.params_reset.swap(false, Ordering::Relaxed)
     }

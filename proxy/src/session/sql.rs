@@ -1,7 +1,9 @@
 //! A light look at client SQL for the few statements pooling must know about: those that bind
 //! state to one server connection (the client is then pinned to it rather than silently broken)
-//! and the ones that reset prepared statements. Not a parser: first keywords of each statement,
-//! quotes and comments skipped.
+//! and the ones that drop prepared statements ([`resets`]). Not a parser: first keywords of each
+//! statement, quotes and comments skipped.
+
+use std::ops::Range;
 
 use super::sql_stream::EffectScanner;
 
@@ -28,6 +30,197 @@ pub enum Effect {
     /// RESET (of one parameter or all) or `SET … TO DEFAULT`: parameters go back to the values
     /// the server connection started with, which in transaction mode are not the client's.
     ResetParams,
+}
+
+/// A statement that drops protocol-level prepared statements as well as SQL-level ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reset {
+    /// `DEALLOCATE [PREPARE] ALL` or `DISCARD ALL`.
+    All,
+    /// `DEALLOCATE [PREPARE] name`.
+    Statement {
+        /// The name as the server resolves it: quoted as written, unquoted folded to lower case.
+        name: Vec<u8>,
+        /// The whole statement in the text, `DEALLOCATE` through the name.
+        span: Range<usize>,
+    },
+}
+
+/// Every statement of `sql` (a Query or a Parse text) that drops prepared statements, in order.
+/// Only well-formed ones: anything after the name makes it a syntax error the server reports.
+pub fn resets(sql: &[u8]) -> Vec<Reset> {
+    if plainly_without_effects(sql) {
+        return Vec::new();
+    }
+    statement_spans(sql)
+        .into_iter()
+        .filter_map(|span| reset_in(sql, span))
+        .collect()
+}
+
+fn reset_in(sql: &[u8], span: Range<usize>) -> Option<Reset> {
+    let end = span.end;
+    let (first, at) = token(sql, span.start, end)?;
+    let is =
+        |t: &Token, kw: &str| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case(kw.as_bytes()));
+    let alone = |after: usize| token(sql, after, end).is_none();
+    if is(&first, "discard") {
+        let (second, r) = token(sql, at.end, end)?;
+        return (is(&second, "all") && alone(r.end)).then_some(Reset::All);
+    }
+    if !is(&first, "deallocate") {
+        return None;
+    }
+    let (mut name, mut r) = token(sql, at.end, end)?;
+    if is(&name, "prepare") {
+        if let Some(next) = token(sql, r.end, end) {
+            (name, r) = next;
+        }
+    }
+    if !alone(r.end) {
+        return None;
+    }
+    if is(&name, "all") {
+        return Some(Reset::All);
+    }
+    let name = match name {
+        Token::Word(w) => w.to_ascii_lowercase(),
+        Token::Quoted(q) if !q.is_empty() => q,
+        _ => return None,
+    };
+    Some(Reset::Statement {
+        name,
+        span: at.start..r.end,
+    })
+}
+
+enum Token<'a> {
+    /// An unquoted identifier or keyword.
+    Word(&'a [u8]),
+    /// A quoted identifier, `""` unescaped.
+    Quoted(Vec<u8>),
+    /// Anything else (one byte, or a whole quoted string).
+    Other,
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// The next token in `sql[i..end]` after white space and comments, and where it lies.
+fn token(sql: &[u8], mut i: usize, end: usize) -> Option<(Token<'_>, Range<usize>)> {
+    loop {
+        while i < end && sql[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= end {
+            return None;
+        }
+        let skipped = skip(sql, i).min(end);
+        match sql[i] {
+            b'-' | b'/' if skipped > i + 1 => i = skipped,
+            b'"' => {
+                let Some(close) = quoted_end(sql, i, b'"', false).filter(|&c| c <= end) else {
+                    return Some((Token::Other, i..end));
+                };
+                let mut name = Vec::with_capacity(close - i);
+                let mut inner = sql[i + 1..close - 1].iter();
+                while let Some(&b) = inner.next() {
+                    name.push(b);
+                    if b == b'"' {
+                        inner.next(); // `""` stands for one `"`
+                    }
+                }
+                return Some((Token::Quoted(name), i..close));
+            }
+            b if is_ident(b) && !b.is_ascii_digit() && b != b'$' => {
+                let stop = sql[i..end]
+                    .iter()
+                    .position(|&b| !is_ident(b))
+                    .map_or(end, |p| i + p);
+                return Some((Token::Word(&sql[i..stop]), i..stop));
+            }
+            _ => return Some((Token::Other, i..skipped)),
+        }
+    }
+}
+
+/// Byte ranges of the top-level statements of `sql`, split at `;` outside quotes, dollar quotes
+/// and comments (each without its `;`).
+fn statement_spans(sql: &[u8]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < sql.len() {
+        if sql[i] == b';' {
+            out.push(start..i);
+            start = i + 1;
+            i += 1;
+        } else {
+            i = skip(sql, i);
+        }
+    }
+    out.push(start..sql.len());
+    out
+}
+
+/// Past the quoted string, quoted identifier, dollar-quoted string or comment that starts at
+/// `i` (the end of `sql` if it is not closed); `i + 1` when none starts there.
+fn skip(sql: &[u8], i: usize) -> usize {
+    let after_ident = i > 0 && is_ident(sql[i - 1]);
+    match (sql[i], sql.get(i + 1)) {
+        (b'\'', _) => {
+            // E'...' takes backslash escapes.
+            let escapes = after_ident
+                && matches!(sql[i - 1], b'e' | b'E')
+                && (i < 2 || !is_ident(sql[i - 2]));
+            quoted_end(sql, i, b'\'', escapes).unwrap_or(sql.len())
+        }
+        (b'"', _) => quoted_end(sql, i, b'"', false).unwrap_or(sql.len()),
+        (b'-', Some(b'-')) => sql[i..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(sql.len(), |p| i + p + 1),
+        (b'/', Some(b'*')) => {
+            // Block comments nest.
+            let (mut depth, mut j) = (1, i + 2);
+            while j < sql.len() && depth > 0 {
+                match (sql[j], sql.get(j + 1)) {
+                    (b'/', Some(b'*')) => (depth, j) = (depth + 1, j + 2),
+                    (b'*', Some(b'/')) => (depth, j) = (depth - 1, j + 2),
+                    _ => j += 1,
+                }
+            }
+            j.min(sql.len())
+        }
+        (b'$', _) if !after_ident => {
+            let tag_len = sql[i + 1..].iter().position(|&b| !is_ident(b) || b == b'$');
+            match tag_len.map(|n| i + 1 + n) {
+                Some(close) if sql[close] == b'$' && !sql[i + 1].is_ascii_digit() => {
+                    let tag = &sql[i..=close];
+                    sql[close + 1..]
+                        .windows(tag.len())
+                        .position(|w| w == tag)
+                        .map_or(sql.len(), |p| close + 1 + p + tag.len())
+                }
+                _ => i + 1,
+            }
+        }
+        _ => i + 1,
+    }
+}
+
+/// Past the closing quote of the quoted text that starts at `i`; `None` if it is not closed.
+fn quoted_end(sql: &[u8], i: usize, quote: u8, escapes: bool) -> Option<usize> {
+    let mut j = i + 1;
+    while j < sql.len() {
+        match sql[j] {
+            b'\\' if escapes => j += 2,
+            q if q == quote && sql.get(j + 1) == Some(&quote) => j += 2,
+            q if q == quote => return Some(j + 1),
+            _ => j += 1,
+        }
+    }
+    None
 }
 
 /// Effects of every statement in `sql` (a Query or a Parse text).
@@ -65,6 +258,11 @@ pub(super) fn statement_effect(head: &str, with_hold: bool, into_temp: bool) -> 
         "reset" => Some(Effect::ResetParams),
         _ => None,
     }
+}
+
+/// No statement in `sql` pins or drops anything, decided without allocating (the common case).
+pub fn is_plain(sql: &[u8]) -> bool {
+    plainly_without_effects(sql)
 }
 
 /// The common case, decided without allocating (this runs for every Query and Parse): one
@@ -183,92 +381,5 @@ fn set_effect(words: &[&str]) -> Option<Effect> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn e(s: &str) -> Vec<Effect> {
-        effects(s.as_bytes())
-    }
-
-    #[test]
-    fn plain_statements_are_recognised_without_allocating() {
-        assert!(plainly_without_effects(
-            b"SELECT abalance FROM pgbench_accounts WHERE aid = $1"
-        ));
-        assert!(plainly_without_effects(b"insert into t values (1);"));
-        assert!(plainly_without_effects(b"  BEGIN"));
-        assert!(!plainly_without_effects(b"select 1; listen x"));
-        assert!(!plainly_without_effects(b"SELECT pg_advisory_lock(1)"));
-        assert!(!plainly_without_effects(b"select * into temp t from x"));
-        assert!(!plainly_without_effects(b"LISTEN x"));
-        assert!(!plainly_without_effects(b"set search_path to x"));
-        assert!(!plainly_without_effects(b"DEALLOCATE ALL"));
-        assert!(!plainly_without_effects(b"prepare p as select 1"));
-        assert!(!plainly_without_effects(b""));
-    }
-
-    #[test]
-    fn pins() {
-        assert_eq!(e("PREPARE p AS SELECT 1"), vec![Effect::Pin("SQL PREPARE")]);
-        assert_eq!(e("  listen chan"), vec![Effect::Pin("LISTEN")]);
-        assert_eq!(
-            e("declare c cursor with hold for select 1"),
-            vec![Effect::Pin("cursor WITH HOLD")]
-        );
-        assert_eq!(
-            e("CREATE TEMP TABLE t(a int)"),
-            vec![Effect::Pin("temporary table")]
-        );
-        assert_eq!(
-            e("create local temporary table t(a int)"),
-            vec![Effect::Pin("temporary table")]
-        );
-        assert_eq!(
-            e("SELECT pg_advisory_lock(1)"),
-            vec![Effect::Pin("session advisory lock")]
-        );
-        assert_eq!(
-            e("SET search_path = x"),
-            vec![Effect::Pin("SET of a parameter the server does not report")]
-        );
-        assert_eq!(e("SET ROLE bob"), vec![Effect::Pin("SET ROLE")]);
-    }
-
-    #[test]
-    fn not_pins() {
-        assert!(e("SELECT pg_advisory_xact_lock(1)").is_empty());
-        assert!(e("SET LOCAL statement_timeout = 5").is_empty());
-        assert!(e("SET application_name = 'x'").is_empty());
-        assert!(e("set TimeZone to 'UTC'").is_empty());
-        assert!(e("SET TIME ZONE 'UTC'").is_empty());
-        assert!(e("select 'prepare listen; create temp table'").is_empty());
-        assert!(e("select 1 -- ; listen x").is_empty());
-        assert!(e("select $$; prepare x as select 1$$").is_empty());
-        assert!(e("CREATE TABLE t(a int)").is_empty());
-        assert!(e("select é from t").is_empty());
-    }
-
-    #[test]
-    fn resets() {
-        assert_eq!(e("DEALLOCATE ALL"), vec![Effect::DeallocateAll]);
-        assert_eq!(
-            e("deallocate prepare s1"),
-            vec![Effect::Deallocate("s1".into())]
-        );
-        assert_eq!(e("DISCARD ALL"), vec![Effect::DiscardAll]);
-        for reset in [
-            "RESET ALL",
-            "reset statement_timeout",
-            "SET statement_timeout TO DEFAULT",
-            "set session \"statement_timeout\" = default",
-            "SET application_name=DEFAULT",
-        ] {
-            assert_eq!(e(reset), vec![Effect::ResetParams], "{reset}");
-        }
-        assert_eq!(
-            e("SET statement_timeout TO defaults"),
-            vec![Effect::Pin("SET of a parameter the server does not report")]
-        );
-        assert_eq!(e("begin; listen a; commit"), vec![Effect::Pin("LISTEN")]);
-    }
-}
+#[path = "sql_tests.rs"]
+mod tests;

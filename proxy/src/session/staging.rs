@@ -122,6 +122,7 @@ pub(super) fn stage_client_bytes(
                     stop = Stop::Terminate;
                     break;
                 }
+                let mut resets = Vec::new();
                 if tag == b'Q' {
                     shared.syncs_since_execute.store(0, Ordering::Relaxed);
                     shared.tally.query();
@@ -129,13 +130,13 @@ pub(super) fn stage_client_bytes(
                     shared.unsynced.store(false, Ordering::Relaxed);
                     let text = views::query_text(&frame[5..]);
                     count_statement(text, counters);
-                    pin_effects(text, shared);
+                    resets = text_effects(text, shared, true);
                 } else {
                     shared.unsynced.store(true, Ordering::Relaxed);
                     if tag == b'P' {
                         let text = parse_query_text(&frame[5..]);
                         count_statement(text, counters);
-                        pin_effects(text, shared);
+                        resets = text_effects(text, shared, false);
                     }
                 }
                 let PrepState {
@@ -144,9 +145,10 @@ pub(super) fn stage_client_bytes(
                     server,
                     ..
                 } = &mut *prep;
-                let r = prepared::rewrite_client_message(
+                let r = prepared::rewrite_with_resets(
                     tag,
                     frame,
+                    resets,
                     client,
                     server,
                     plan,
@@ -204,19 +206,28 @@ pub(super) fn count_statement(text: Option<&[u8]>, counters: Option<&NodeCounter
     }
 }
 
-/// Session-bound statements pin the client; parameter resets are noted for the engine
-/// (prepared-statement resets are the plan's business: it sees their CommandComplete).
-fn pin_effects(text: Option<&[u8]>, shared: &Shared) {
-    let Some(text) = text else { return };
-    pin_all(sql::effects(text), shared);
+/// Session-bound statements pin the client; parameter resets of a text that `runs` now (a
+/// simple query) are noted for the engine (a prepared one is noted by its CommandComplete when
+/// it runs, see `observe`); statements that drop prepared statements are returned for
+/// `prepared` (which applies them as sent and has their CommandComplete confirm them).
+fn text_effects(text: Option<&[u8]>, shared: &Shared, runs: bool) -> Vec<sql::Reset> {
+    let Some(text) = text else {
+        return Vec::new();
+    };
+    if sql::is_plain(text) {
+        return Vec::new();
+    }
+    pin_all(sql::effects(text), shared, runs);
+    sql::resets(text)
 }
 
-/// Pins for session-bound statements; notes parameter resets (see `Shared::note_params_reset`).
-pub(super) fn pin_all(effects: Vec<Effect>, shared: &Shared) {
+/// Pins for session-bound statements; notes parameter resets if the text `runs` now (see
+/// `Shared::note_params_reset`).
+pub(super) fn pin_all(effects: Vec<Effect>, shared: &Shared, runs: bool) {
     for e in effects {
         match e {
             Effect::Pin(why) => shared.pin(why),
-            Effect::ResetParams | Effect::DiscardAll => shared.note_params_reset(),
+            Effect::ResetParams | Effect::DiscardAll if runs => shared.note_params_reset(),
             _ => {}
         }
     }
@@ -255,7 +266,9 @@ pub(super) fn stage_server_bytes(
             ..
         } = &mut *prep;
         let scan = side.scan.scan(&side.buf[pos..], |t| {
-            matches!(t, b'Z' | b'E' | b'S') || (t == b'A' && own_pid.is_some()) || plan.wants(t)
+            matches!(t, b'Z' | b'E' | b'S' | b'C')
+                || (t == b'A' && own_pid.is_some())
+                || plan.wants(t)
         });
         match scan {
             Ok(Scan::Pass(n)) => {
@@ -345,6 +358,16 @@ fn observe(
     server_fatal: &mut bool,
 ) -> bool {
     match tag {
+        // A prepared `DISCARD ALL` or `RESET` that ran (a simple query's is noted as sent).
+        b'C' if body == b"DISCARD ALL\0" || body == b"RESET\0" => shared.note_params_reset(),
+        b'C' if [&b"CREATE "[..], b"ALTER ", b"DROP "]
+            .iter()
+            .any(|ddl| body.starts_with(ddl)) =>
+        {
+            // The schema may have changed: identical texts prepared from now on are planned
+            // afresh (see `prepared::plans_invalidated`).
+            prepared::plans_invalidated();
+        }
         b'Z' => {
             let _ = shared
                 .pending
@@ -360,6 +383,11 @@ fn observe(
         }
         b'E' => {
             let v = ErrorView::new(body);
+            if v.sqlstate() == Some("0A000")
+                && v.message() == Some("cached plan must not change result type")
+            {
+                prepared::plans_invalidated();
+            }
             if matches!(v.severity(), Some("FATAL" | "PANIC")) {
                 if shared.pinned().is_some() {
                     // Its session state dies with this connection: the client must know.

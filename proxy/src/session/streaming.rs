@@ -84,7 +84,8 @@ pub(super) fn start(
         shared.request_sent();
         shared.unsynced.store(false, Ordering::Relaxed);
         count_statement(side.buf.get(pos + HEADER_LEN..), counters);
-        prep.plan.on_client_message(b'Q');
+        let PrepState { plan, client, .. } = &mut **prep;
+        prepared::query_streamed(client, plan);
         side.stream = Some(Streaming::Query(Box::new(QueryStream::new(len))));
         side.scan.stream(len);
         return Ok(Some(0));
@@ -190,7 +191,7 @@ pub(super) fn passing(
     };
     if part == left {
         if let Some(Streaming::Query(q)) = side.stream.take() {
-            pin_all(q.effects.finish(), shared);
+            pin_all(q.effects.finish(), shared, true);
         }
     }
     dropped

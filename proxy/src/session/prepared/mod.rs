@@ -1,15 +1,23 @@
-//! Protocol-level prepared statements under transaction pooling (PgBouncer 1.21-style).
+//! Protocol-level prepared statements, by pool mode.
 //!
-//! In transaction pooling a client's `Parse "s1"` may run on one server connection and its later
-//! `Bind "s1"` on another. So pgpivot owns the naming: a client's statement name maps to a
-//! [`StatementDef`] whose *global* name is derived from the statement's content, and each server
-//! connection remembers which global names it has prepared ([`ServerStatements`]). Identical
-//! statements from many clients then share one server-side statement per server connection.
+//! * **Session pooling** ([`Naming::PassThrough`]): the server connection belongs to the client,
+//!   so statement names reach the server unchanged — Close closes, `pg_prepared_statements`
+//!   lists the client's names, errors are the server's own. pgpivot still remembers each
+//!   statement so that after a transparent failover it can prepare it again, under the client's
+//!   name, on the new primary's connection before its first use — see `pass_through.rs`.
+//! * **Transaction pooling** ([`Naming::Global`], PgBouncer 1.21-style): a client's `Parse "s1"`
+//!   may run on one server connection and its later `Bind "s1"` on another. So pgpivot owns the
+//!   naming: a client's statement name maps to a [`StatementDef`] whose *global* name is derived
+//!   from the statement's content, and each server connection remembers which global names it
+//!   has prepared ([`ServerStatements`], capped). Identical statements from many clients share
+//!   one server-side statement per server connection — see `rewrite.rs`.
 //!
-//! The module is sans-IO and split in two halves that share the per-client [`ResponsePlan`]:
+//! SQL that drops statements (`DEALLOCATE`, `DISCARD ALL`) is followed to its CommandComplete
+//! so both maps stay true (`resets.rs`). The module is sans-IO; its two halves share the
+//! per-client [`ResponsePlan`]:
 //!
 //! * [`rewrite_client_message`] (client→server): renames, prepares lazily, and answers
-//!   `Parse`/`Close` of cached statements — see `rewrite.rs`.
+//!   `Parse`/`Close` of cached statements.
 //! * [`ResponsePlan`] (server→client): fixes up the response stream so the client sees exactly
 //!   what PostgreSQL would have sent it — see `responses.rs`.
 //!
@@ -18,23 +26,60 @@
 //! reply marks the exact place in the stream where the client's answer belongs, and so that the
 //! server's own skip-until-Sync error handling covers it.
 
+mod pass_through;
+mod resets;
 mod responses;
 mod rewrite;
+mod server;
+mod siphash;
+mod special;
 
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_backend;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub use responses::{command_clears_statements, PlanError, ResponsePlan};
-pub use rewrite::{is_statement_message, rewrite_client_message, Rewrite};
+pub use rewrite::{
+    is_statement_message, query_streamed, rewrite_client_message, rewrite_with_resets, Rewrite,
+};
+pub use server::{ServerStatements, MAX_STATEMENTS_PER_SERVER};
+
+use siphash::SipHasher24;
+
+use crate::session::sql::Reset;
+
+/// Part of every global statement's content address, bumped when the schema may have changed:
+/// a DDL statement completed (`CREATE`, `ALTER`, `DROP`), or the server refused a statement
+/// because a schema change altered its result type ("cached plan must not change result type";
+/// the DDL may have run elsewhere). A statement keeps the plan it was prepared with, in
+/// PostgreSQL as here: a client executing it again gets the same error, as it would directly.
+/// But a client that prepares the same text again must get a fresh plan, not the shared stale
+/// statement: from the bump on, the text has a new address, so it is prepared anew.
+/// Process-wide: a spurious bump costs only preparing again.
+static PLAN_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The schema may have changed: statements prepared from now on get new addresses.
+pub fn plans_invalidated() {
+    PLAN_EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(super) fn plan_epoch() -> u64 {
+    PLAN_EPOCH.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Default cap on one client's named statements: PostgreSQL has none, but here every one of them
 /// costs proxy memory and may be prepared on every server connection.
 pub const MAX_STATEMENTS_PER_CLIENT: usize = 10_000;
+
+/// Distinct statements pgpivot remembers as accepted by some server (for
+/// [`parse_offline`]): a bound on what a stream of ever-new statement texts can cost.
+pub const MAX_KNOWN_STATEMENTS: usize = 100_000;
 
 /// Prefix of every server-side name pgpivot creates.
 pub const GLOBAL_PREFIX: &str = "pgpivot_";
@@ -99,11 +144,17 @@ impl StatementDef {
     /// `query` is the SQL text without its NUL; `params` is the raw parameter section of the
     /// Parse body (int16 count, then the OIDs), copied as is.
     pub fn new(query: &[u8], params: &[u8]) -> Result<Self, PrepError> {
+        Self::in_epoch(query, params, plan_epoch())
+    }
+
+    /// [`StatementDef::new`] as prepared in plan epoch `epoch`.
+    pub fn in_epoch(query: &[u8], params: &[u8], epoch: u64) -> Result<Self, PrepError> {
         let mut h = SipHasher24::new(hash_key());
         h.write(query);
         // The query cannot contain a NUL, so this separator makes the encoding unambiguous.
         h.write(&[0]);
         h.write(params);
+        h.write(&epoch.to_le_bytes());
         let hash = h.finish();
         let global_name = format!("{GLOBAL_PREFIX}{hash:016x}");
         let mut frame = BytesMut::new();
@@ -119,6 +170,24 @@ impl StatementDef {
             parse_frame: frame.freeze(),
         })
     }
+
+    /// The Parse body after the statement name: query text, NUL, parameter types.
+    pub fn definition(&self) -> &[u8] {
+        self.parse_frame
+            .get(5 + self.global_name.len() + 1..)
+            .unwrap_or_default()
+    }
+}
+
+/// Whose names the server sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Naming {
+    /// Content-addressed `pgpivot_<hash>` names, shared by the clients of a server connection
+    /// (transaction pooling).
+    #[default]
+    Global,
+    /// The client's own names: the server connection is the client's (session pooling).
+    PassThrough,
 }
 
 /// One client's named statements, by the client's own names.
@@ -126,6 +195,10 @@ impl StatementDef {
 pub struct ClientStatements {
     by_name: HashMap<Vec<u8>, Arc<StatementDef>>,
     limit: usize,
+    naming: Naming,
+    /// Statements whose text drops statements (`DEALLOCATE ...`), by name (`""`: the unnamed
+    /// one): what binding one (to execute it) drops. Almost always empty.
+    watches: HashMap<Vec<u8>, Vec<Reset>>,
 }
 
 impl Default for ClientStatements {
@@ -143,7 +216,18 @@ impl ClientStatements {
         ClientStatements {
             by_name: HashMap::new(),
             limit,
+            naming: Naming::Global,
+            watches: HashMap::new(),
         }
+    }
+
+    /// Set once, when the session starts (the pool mode).
+    pub fn set_naming(&mut self, naming: Naming) {
+        self.naming = naming;
+    }
+
+    pub fn naming(&self) -> Naming {
+        self.naming
     }
 
     pub fn get(&self, name: &[u8]) -> Option<&Arc<StatementDef>> {
@@ -153,12 +237,14 @@ impl ClientStatements {
     /// Forgets one name (the caller's own bookkeeping; a client's Close goes through
     /// [`rewrite_client_message`]).
     pub fn remove(&mut self, name: &[u8]) -> Option<Arc<StatementDef>> {
+        self.forget_watch(name);
         self.by_name.remove(name)
     }
 
     /// DISCARD ALL / DEALLOCATE ALL: every name is gone, as on a real session.
     pub fn clear(&mut self) {
         self.by_name.clear();
+        self.watches.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -175,6 +261,50 @@ impl ClientStatements {
 
     fn insert(&mut self, name: &[u8], def: Arc<StatementDef>) {
         self.by_name.insert(name.to_vec(), def);
+    }
+
+    /// Statement `name` (`""`: the unnamed one) was parsed with a text that drops statements.
+    fn set_watch(&mut self, name: &[u8], resets: Vec<Reset>) {
+        if self.watches.len() < self.limit || self.watches.contains_key(name) {
+            self.watches.insert(name.to_vec(), resets);
+        }
+    }
+
+    /// Statement `name` was parsed again (or is gone).
+    #[inline]
+    fn forget_watch(&mut self, name: &[u8]) {
+        if !self.watches.is_empty() {
+            self.watches.remove(name);
+        }
+    }
+
+    /// A simple Query ends the unnamed statement.
+    #[inline]
+    fn forget_unnamed_watch(&mut self) {
+        self.forget_watch(b"");
+    }
+
+    /// Some statement's text drops statements.
+    #[inline]
+    fn has_watches(&self) -> bool {
+        !self.watches.is_empty()
+    }
+
+    /// What binding statement `name` drops, if its text drops statements.
+    fn watch_for(&self, name: &[u8]) -> Option<Vec<Reset>> {
+        self.watches.get(name).cloned()
+    }
+
+    /// Every name, for a drop of all of them that may still be undone.
+    fn take_all(&mut self) -> HashMap<Vec<u8>, Arc<StatementDef>> {
+        std::mem::take(&mut self.by_name)
+    }
+
+    /// Undo of [`Self::take_all`]: names defined again meanwhile keep their new meaning.
+    fn merge(&mut self, names: HashMap<Vec<u8>, Arc<StatementDef>>) {
+        for (name, def) in names {
+            self.by_name.entry(name).or_insert(def);
+        }
     }
 
     /// Undo of a Parse: only if `name` still means that Parse's statement (a later batch may
@@ -231,48 +361,6 @@ pub fn parse_offline(
     true
 }
 
-/// Which global statements one server connection has prepared.
-#[derive(Debug, Default)]
-pub struct ServerStatements {
-    prepared: HashSet<u64>,
-}
-
-impl ServerStatements {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn contains(&self, hash: u64) -> bool {
-        self.prepared.contains(&hash)
-    }
-
-    /// Returns false if it was already there.
-    pub fn insert(&mut self, hash: u64) -> bool {
-        self.prepared.insert(hash)
-    }
-
-    pub fn remove(&mut self, hash: u64) -> bool {
-        self.prepared.remove(&hash)
-    }
-
-    /// The server's statements are gone (DISCARD ALL, DEALLOCATE ALL, reset).
-    pub fn clear(&mut self) {
-        self.prepared.clear();
-    }
-
-    pub fn len(&self) -> usize {
-        self.prepared.len()
-    }
-
-    pub fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
-        self.prepared.iter().copied()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.prepared.is_empty()
-    }
-}
-
 /// The statement hash key, random per process. A fixed, public key would let a client craft a
 /// query whose global name collides with another client's statement and so have its own SQL run
 /// in the other client's place; with a secret key that takes ~2^64 guesses. Names only need to
@@ -280,87 +368,6 @@ impl ServerStatements {
 fn hash_key() -> (u64, u64) {
     static KEY: OnceLock<(u64, u64)> = OnceLock::new();
     *KEY.get_or_init(rand::random)
-}
-
-/// SipHash-2-4 (Aumasson & Bernstein), streaming. Written out because std's SipHasher is
-/// deprecated and `DefaultHasher`'s algorithm is unspecified.
-struct SipHasher24 {
-    v: [u64; 4],
-    tail: [u8; 8],
-    ntail: usize,
-    len: u64,
-}
-
-impl SipHasher24 {
-    fn new((k0, k1): (u64, u64)) -> Self {
-        SipHasher24 {
-            v: [
-                k0 ^ 0x736f_6d65_7073_6575,
-                k1 ^ 0x646f_7261_6e64_6f6d,
-                k0 ^ 0x6c79_6765_6e65_7261,
-                k1 ^ 0x7465_6462_7974_6573,
-            ],
-            tail: [0; 8],
-            ntail: 0,
-            len: 0,
-        }
-    }
-
-    fn round(v: &mut [u64; 4]) {
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    }
-
-    fn compress(&mut self, m: u64) {
-        self.v[3] ^= m;
-        Self::round(&mut self.v);
-        Self::round(&mut self.v);
-        self.v[0] ^= m;
-    }
-
-    fn write(&mut self, data: &[u8]) {
-        self.len = self.len.wrapping_add(data.len() as u64);
-        let mut data = data;
-        while let Some((&b, rest)) = data.split_first() {
-            if self.ntail == 0 {
-                if let Some((word, rest)) = data.split_first_chunk::<8>() {
-                    self.compress(u64::from_le_bytes(*word));
-                    data = rest;
-                    continue;
-                }
-            }
-            if let Some(slot) = self.tail.get_mut(self.ntail) {
-                *slot = b;
-            }
-            self.ntail += 1;
-            if self.ntail == 8 {
-                self.compress(u64::from_le_bytes(self.tail));
-                self.ntail = 0;
-            }
-            data = rest;
-        }
-    }
-
-    fn finish(mut self) -> u64 {
-        let mut last = [0u8; 8];
-        last[..self.ntail].copy_from_slice(&self.tail[..self.ntail]);
-        last[7] = self.len as u8;
-        let b = u64::from_le_bytes(last);
-        self.compress(b);
-        self.v[2] ^= 0xff;
-        for _ in 0..4 {
-            Self::round(&mut self.v);
-        }
-        self.v[0] ^ self.v[1] ^ self.v[2] ^ self.v[3]
-    }
 }
 
 /// Splits a NUL-terminated string off the front of `data`.
@@ -391,31 +398,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn siphash_reference_vectors() {
-        // From the SipHash paper's reference implementation: key 00..0f, message 00..(n-1).
-        let key = (
-            u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]),
-            u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15]),
-        );
-        let msg: Vec<u8> = (0..64).collect();
-        let hash = |n: usize| {
-            let mut h = SipHasher24::new(key);
-            h.write(&msg[..n]);
-            h.finish()
-        };
-        assert_eq!(hash(0), 0x726f_db47_dd0e_0e31);
-        assert_eq!(hash(15), 0xa129_ca61_49be_45e5);
-        assert_eq!(hash(63), 0x958a_324c_eb06_4572);
-        // Streaming in pieces gives the same result as one write.
-        for split in 0..=63 {
-            let mut h = SipHasher24::new(key);
-            h.write(&msg[..split]);
-            h.write(&msg[split..63]);
-            assert_eq!(h.finish(), hash(63), "split {split}");
-        }
-    }
-
-    #[test]
     fn global_names_are_content_addressed() {
         let params = [0u8, 1, 0, 0, 0, 23];
         let a = StatementDef::new(b"SELECT $1", &params).unwrap();
@@ -431,6 +413,12 @@ mod tests {
         let c = StatementDef::new(b"SELECT $1", &[0, 1, 0, 0, 0, 25]).unwrap();
         let d = StatementDef::new(b"SELECT $2", &params).unwrap();
         let e = StatementDef::new(b"SELECT $1", &[0, 0]).unwrap();
+        // After plans were invalidated the same text is a new statement.
+        let epoch = plan_epoch();
+        let f = StatementDef::in_epoch(b"SELECT $1", &params, epoch).unwrap();
+        let g = StatementDef::in_epoch(b"SELECT $1", &params, epoch + 1).unwrap();
+        assert_eq!(f.hash, a.hash);
+        assert_ne!(g.hash, a.hash);
         assert!(a.hash != c.hash && a.hash != d.hash && a.hash != e.hash && c.hash != e.hash);
         // The Parse frame is exact.
         let f = &a.parse_frame;

@@ -25,17 +25,20 @@
 //! an error in extended protocol the server ignores every message up to Sync (Query and
 //! FunctionCall included), so queued entries up to the next Sync are dropped and their
 //! bookkeeping undone, newest first.
+//!
+//! SQL that drops statements (`DEALLOCATE`, `DISCARD ALL`) puts a zero-width *watch* marker in
+//! the queue ahead of the message that runs it; from the marker's turn until the next
+//! ReadyForQuery the plan also stops at CommandComplete, where the server confirms each drop,
+//! and undoes those it did not confirm (see `resets.rs`).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use pgpivot_protocol::views::ErrorView;
 
-use super::{ClientStatements, ServerStatements, StatementDef, INVALID_SQL_STATEMENT_NAME};
-
-/// ParseComplete, for a cached Parse whose probe was answered with CloseComplete.
-const PARSE_COMPLETE: &[u8] = &[b'1', 0, 0, 0, 4];
+use super::resets::{Completed, WatchSet};
+use super::special::{Reply, Special};
+use super::{ClientStatements, ServerStatements, INVALID_SQL_STATEMENT_NAME};
 
 /// The server's stream no longer matches what was sent: the session cannot continue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,82 +61,6 @@ fn is_terminal(tag: u8) -> bool {
     matches!(tag, b'1' | b'2' | b'3' | b'T' | b'n' | b'C' | b'I' | b's')
 }
 
-/// A client message whose reply needs more than forwarding.
-#[derive(Debug)]
-pub(super) enum Special {
-    /// The client's Parse, sent under the global name: undone if it fails.
-    ParseSent {
-        name: Vec<u8>,
-        def: Arc<StatementDef>,
-    },
-    /// The client's Parse of a statement this server already has: a Close probe went instead and
-    /// its CloseComplete becomes the client's ParseComplete.
-    ParseCached {
-        name: Vec<u8>,
-        def: Arc<StatementDef>,
-    },
-    /// pgpivot's own Parse before a Bind/Describe: its ParseComplete is not the client's.
-    Prepare { hash: u64 },
-    /// The client's Close of a statement (kept on the server): a Close probe went instead.
-    Closed {
-        name: Vec<u8>,
-        removed: Option<Arc<StatementDef>>,
-    },
-    /// A message PostgreSQL would reject: a Describe probe fails on the server (26000) and the
-    /// client gets this ErrorResponse in its place.
-    Reject { error: Bytes },
-}
-
-/// What happens to a special entry's terminal reply.
-enum Reply {
-    Forward,
-    Drop,
-    Replace(&'static [u8]),
-}
-
-impl Special {
-    /// `None`: this terminal cannot be the reply to this message.
-    fn reply(&self, tag: u8) -> Option<Reply> {
-        match (self, tag) {
-            (Special::ParseSent { .. }, b'1') => Some(Reply::Forward),
-            (Special::ParseCached { .. }, b'3') => Some(Reply::Replace(PARSE_COMPLETE)),
-            (Special::Prepare { .. }, b'1') => Some(Reply::Drop),
-            (Special::Closed { .. }, b'3') => Some(Reply::Forward),
-            // The probe statement exists after all (someone created it): pass the reply on.
-            (Special::Reject { .. }, b'T' | b'n') => Some(Reply::Forward),
-            _ => None,
-        }
-    }
-
-    fn expected(&self) -> &'static str {
-        match self {
-            Special::ParseSent { .. } | Special::Prepare { .. } => "ParseComplete",
-            Special::ParseCached { .. } | Special::Closed { .. } => "CloseComplete",
-            Special::Reject { .. } => "ErrorResponse",
-        }
-    }
-
-    /// The server failed or skipped this message: put the maps back as if it was never sent.
-    fn undo(self, client: &mut ClientStatements, server: &mut ServerStatements) {
-        match self {
-            Special::ParseSent { name, def } => {
-                client.remove_if_same(&name, &def);
-                server.remove(def.hash);
-            }
-            Special::ParseCached { name, def } => client.remove_if_same(&name, &def),
-            Special::Prepare { hash } => {
-                server.remove(hash);
-            }
-            Special::Closed { name, removed } => {
-                if let Some(def) = removed {
-                    client.restore(&name, &def);
-                }
-            }
-            Special::Reject { .. } => {}
-        }
-    }
-}
-
 #[derive(Debug)]
 enum Entry {
     /// Replies up to and including this many ReadyForQuery: Syncs, and at the head, everything
@@ -145,6 +72,8 @@ enum Entry {
     /// Extended messages forwarded (maybe renamed): this many terminal replies.
     Units(u32),
     Special(Special),
+    /// No reply of its own: from here to the next ReadyForQuery, watch CommandCompletes.
+    Watch(Box<WatchSet>),
 }
 
 /// Per-client alignment of the server's response stream with what was sent (see module docs).
@@ -179,6 +108,10 @@ pub struct ResponsePlan {
     /// The server reported an extended-protocol error and no Sync has been sent since: it is
     /// ignoring everything until then. Implies an empty queue.
     skipping: bool,
+    /// The drops whose turn it is (until the next ReadyForQuery).
+    watch: Option<Box<WatchSet>>,
+    /// The last ReadyForQuery said the session is in a transaction block.
+    in_transaction: bool,
 }
 
 impl ResponsePlan {
@@ -196,6 +129,11 @@ impl ResponsePlan {
     /// connection (the plan and [`ServerStatements`] stay consistent).
     pub fn is_settled(&self) -> bool {
         self.queue.is_empty() && self.owed_ready == 0 && self.open_units == 0 && !self.skipping
+    }
+
+    /// Settled, and outside a transaction block: pgpivot may send messages of its own first.
+    pub(super) fn is_idle(&self) -> bool {
+        self.is_settled() && !self.in_transaction
     }
 
     /// Forget everything (the server connection was lost).
@@ -294,6 +232,33 @@ impl ResponsePlan {
         self.queue.push_back(Entry::Special(special));
     }
 
+    /// The server is skipping to Sync: it will ignore what is sent now.
+    pub(super) fn is_skipping(&self) -> bool {
+        self.skipping
+    }
+
+    /// The next message sent runs these drops (applied already): watch its CommandCompletes.
+    /// Not while [`Self::is_skipping`].
+    pub(super) fn push_watch(&mut self, watch: WatchSet) {
+        if self.queue.is_empty() {
+            self.start_tracking();
+        }
+        self.queue.push_back(Entry::Watch(Box::new(watch)));
+    }
+
+    /// Markers at the head of the queue: their turn has come.
+    #[inline]
+    fn activate(&mut self) {
+        while let Some(Entry::Watch(_)) = self.queue.front() {
+            if let Some(Entry::Watch(w)) = self.queue.pop_front() {
+                match &mut self.watch {
+                    Some(active) => active.append(*w),
+                    None => self.watch = Some(w),
+                }
+            }
+        }
+    }
+
     /// Counting → tracking: the counters become the queue's head.
     fn start_tracking(&mut self) {
         let units = if self.owed_ready > 0 {
@@ -321,6 +286,16 @@ impl ResponsePlan {
         if !is_terminal(tag) {
             return false; // DataRow, 't', COPY, async messages: nothing to account
         }
+        self.activate();
+        if tag == b'C' && self.watch.is_some() {
+            return true;
+        }
+        self.account(tag)
+    }
+
+    /// A terminal reply that is not a special's: counted. True if a special is waiting for a
+    /// different one (the caller must stop).
+    fn account(&mut self, tag: u8) -> bool {
         match self.queue.front_mut() {
             None => self.done_units = self.done_units.saturating_add(1),
             Some(Entry::Ready(_) | Entry::Simple(_)) => {}
@@ -336,6 +311,8 @@ impl ResponsePlan {
                 }
                 _ => return true,
             },
+            // `activate` ran first.
+            Some(Entry::Watch(_)) => {}
         }
         false
     }
@@ -351,9 +328,10 @@ impl ResponsePlan {
         server: &mut ServerStatements,
     ) -> Result<(), PlanError> {
         let body = server_body(tag, frame)?;
+        self.activate();
         match tag {
             b'Z' => {
-                self.on_ready()?;
+                self.on_ready(body, client, server)?;
                 out.extend_from_slice(frame);
             }
             b'E' => self.on_error(body, frame, out, client, server),
@@ -370,13 +348,19 @@ impl ResponsePlan {
                         Reply::Replace(with) => out.extend_from_slice(with),
                     }
                 } else {
-                    let wanted = self.wants(t);
+                    let wanted = self.account(t);
                     debug_assert!(!wanted);
-                    out.extend_from_slice(frame);
-                }
-                if t == b'C' && command_clears_statements(body) {
-                    client.clear();
-                    server.clear();
+                    let completed = match (&mut self.watch, t) {
+                        (Some(w), b'C') => w.on_complete(body),
+                        _ => Completed::Client,
+                    };
+                    if completed == Completed::UnforeseenDropAll {
+                        client.clear();
+                        server.clear();
+                    }
+                    if completed != Completed::Own {
+                        out.extend_from_slice(frame);
+                    }
                 }
             }
             _ => out.extend_from_slice(frame),
@@ -384,7 +368,17 @@ impl ResponsePlan {
         Ok(())
     }
 
-    fn on_ready(&mut self) -> Result<(), PlanError> {
+    fn on_ready(
+        &mut self,
+        body: &[u8],
+        client: &mut ClientStatements,
+        server: &mut ServerStatements,
+    ) -> Result<(), PlanError> {
+        if let Some(w) = self.watch.take() {
+            // Not confirmed: the server did not run them.
+            w.undo(client, server);
+        }
+        self.in_transaction = body.first().is_some_and(|&s| s != b'I');
         match self.queue.front_mut() {
             None => {
                 self.owed_ready = self.owed_ready.saturating_sub(1);
@@ -408,6 +402,7 @@ impl ResponsePlan {
                     expected: s.expected(),
                 })
             }
+            Some(Entry::Watch(_)) => {}
         }
         Ok(())
     }
@@ -420,6 +415,9 @@ impl ResponsePlan {
         client: &mut ClientStatements,
         server: &mut ServerStatements,
     ) {
+        // Positions in a query pgpivot rewrote are put back in the client's terms.
+        let shifted = self.watch.as_ref().and_then(|w| w.shift_position(frame));
+        let frame = shifted.as_deref().unwrap_or(frame);
         match self.queue.front() {
             None => {
                 // An error in the open (un-Synced) batch: the server now skips to Sync.
@@ -447,12 +445,16 @@ impl ResponsePlan {
             if matches!(entry, Entry::Ready(_)) {
                 break;
             }
-            if let Some(Entry::Special(s)) = self.queue.pop_front() {
-                undo.push(s);
+            if let Some(e @ (Entry::Special(_) | Entry::Watch(_))) = self.queue.pop_front() {
+                undo.push(e);
             }
         }
-        for s in undo.into_iter().rev() {
-            s.undo(client, server);
+        for e in undo.into_iter().rev() {
+            match e {
+                Entry::Special(s) => s.undo(client, server),
+                Entry::Watch(w) => w.undo(client, server),
+                _ => {}
+            }
         }
         if self.queue.is_empty() {
             self.skipping = true;
@@ -461,8 +463,7 @@ impl ResponsePlan {
 }
 
 /// CommandComplete body of `DISCARD ALL` / `DEALLOCATE ALL`: the session's prepared statements
-/// (so the server's, and the client's names) are gone. [`ResponsePlan::on_server_message`]
-/// clears both maps on it; to get that, the caller's scanner must stop at `C`.
+/// (so the server's, and the client's names) are gone.
 pub fn command_clears_statements(body: &[u8]) -> bool {
     matches!(body, b"DISCARD ALL\0" | b"DEALLOCATE ALL\0")
 }

@@ -1,186 +1,20 @@
-//! End-to-end check of the two halves against a toy PostgreSQL backend.
+//! End-to-end check of the two halves against a toy PostgreSQL backend (`sim_backend.rs`).
 //!
 //! Each simulated client's messages go both (a) straight to a private backend, as a plain
 //! session would, and (b) through the rewriter to backends shared with other clients, switching
-//! backend between rounds (transaction pooling), with the replies streamed back through a
-//! `Scanner` driven by `ResponsePlan::wants` in random chunk sizes and at random moments. What the
-//! client receives must be byte-identical in both worlds.
-
-use std::collections::HashMap;
+//! backend between rounds (transaction pooling), or to one backend of its own that is replaced
+//! by a fresh one now and then (session pooling with transparent failovers), with the replies
+//! streamed back through a `Scanner` driven by `ResponsePlan::wants` in random chunk sizes and
+//! at random moments. What the client receives must be byte-identical in both worlds, and its
+//! statement names those of its direct session.
 
 use bytes::{Buf, BytesMut};
-use pgpivot_protocol::build::{self, ErrorFields, FieldSpec};
 use pgpivot_protocol::frame::{Scan, Scanner};
 
 use super::rewrite::tests::{execute, msg, sync};
+use super::sim_backend::ToyBackend;
 use super::*;
-
-/// The parts of PostgreSQL's extended-protocol behaviour this module relies on.
-#[derive(Default)]
-struct ToyBackend {
-    statements: HashMap<Vec<u8>, (Vec<u8>, Vec<u8>)>,
-    portals: HashMap<Vec<u8>, Vec<u8>>,
-    skipping: bool,
-    out: Vec<u8>,
-}
-
-fn split_cstr(data: &[u8]) -> (&[u8], &[u8]) {
-    cstr(data).expect("test frames are well formed")
-}
-
-impl ToyBackend {
-    fn error(&mut self, code: &str, message: String) {
-        let mut b = BytesMut::new();
-        build::error_response(
-            &mut b,
-            &ErrorFields {
-                severity: "ERROR",
-                code,
-                message: &message,
-                detail: None,
-                hint: None,
-            },
-        );
-        self.out.extend_from_slice(&b);
-        self.skipping = true;
-    }
-
-    fn reply(&mut self, tag: u8, body: &[u8]) {
-        self.out.extend(msg(tag, body));
-    }
-
-    fn describe_result(&mut self, query: &[u8]) {
-        if query.starts_with(b"SELECT") {
-            let mut b = BytesMut::new();
-            let name = String::from_utf8_lossy(query);
-            build::row_description(
-                &mut b,
-                &[FieldSpec {
-                    name: &name,
-                    type_oid: 25,
-                }],
-            );
-            self.out.extend_from_slice(&b);
-        } else {
-            self.reply(b'n', b"");
-        }
-    }
-
-    fn feed(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            let len = i32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize + 1;
-            let (frame, rest) = bytes.split_at(len);
-            self.handle(frame[0], &frame[5..]);
-            bytes = rest;
-        }
-    }
-
-    fn handle(&mut self, tag: u8, body: &[u8]) {
-        if tag == b'S' {
-            self.skipping = false;
-            self.portals.clear();
-            self.reply(b'Z', b"I");
-            return;
-        }
-        if self.skipping {
-            return;
-        }
-        match tag {
-            b'P' => {
-                let (name, rest) = split_cstr(body);
-                let (query, params) = split_cstr(rest);
-                if !name.is_empty() && self.statements.contains_key(name) {
-                    let n = String::from_utf8_lossy(name);
-                    return self.error(
-                        "42P05",
-                        format!("prepared statement \"{n}\" already exists"),
-                    );
-                }
-                if query.starts_with(b"BAD") {
-                    return self.error("42601", "syntax error at or near \"BAD\"".into());
-                }
-                self.statements
-                    .insert(name.to_vec(), (query.to_vec(), params.to_vec()));
-                self.reply(b'1', b"");
-            }
-            b'B' => {
-                let (portal, rest) = split_cstr(body);
-                let (name, _) = split_cstr(rest);
-                let Some((query, _)) = self.statements.get(name) else {
-                    let n = String::from_utf8_lossy(name);
-                    return self.error(
-                        "26000",
-                        format!("prepared statement \"{n}\" does not exist"),
-                    );
-                };
-                self.portals.insert(portal.to_vec(), query.clone());
-                self.reply(b'2', b"");
-            }
-            b'D' => {
-                let (name, _) = split_cstr(&body[1..]);
-                if body[0] == b'S' {
-                    let Some((query, params)) = self.statements.get(name).cloned() else {
-                        let n = String::from_utf8_lossy(name);
-                        return self.error(
-                            "26000",
-                            format!("prepared statement \"{n}\" does not exist"),
-                        );
-                    };
-                    self.reply(b't', &params);
-                    self.describe_result(&query);
-                } else {
-                    let Some(query) = self.portals.get(name).cloned() else {
-                        return self.error("34000", "portal does not exist".into());
-                    };
-                    self.describe_result(&query);
-                }
-            }
-            b'E' => {
-                let (portal, _) = split_cstr(body);
-                let Some(query) = self.portals.get(portal).cloned() else {
-                    return self.error("34000", "portal does not exist".into());
-                };
-                if query.starts_with(b"FAIL") {
-                    return self.error("22012", "division by zero".into());
-                }
-                if query.starts_with(b"SELECT") {
-                    let mut b = BytesMut::new();
-                    build::data_row(&mut b, &[Some(&query)]);
-                    self.out.extend_from_slice(&b);
-                    self.reply(b'C', b"SELECT 1\0");
-                } else {
-                    self.reply(b'C', b"INSERT 0 1\0");
-                }
-            }
-            b'C' => {
-                let (name, _) = split_cstr(&body[1..]);
-                if body[0] == b'S' {
-                    self.statements.remove(name);
-                } else {
-                    self.portals.remove(name);
-                }
-                self.reply(b'3', b"");
-            }
-            b'Q' => {
-                self.statements.remove(&b""[..]);
-                let (query, _) = split_cstr(body);
-                if query.starts_with(b"FAIL") {
-                    self.error("22012", "division by zero".into());
-                    self.skipping = false;
-                } else {
-                    self.describe_result(query);
-                    self.reply(b'C', b"SELECT 1\0");
-                }
-                self.reply(b'Z', b"I");
-            }
-            b'F' => {
-                self.reply(b'V', &(-1i32).to_be_bytes());
-                self.reply(b'Z', b"I");
-            }
-            _ => {} // Flush, CopyData outside COPY: nothing
-        }
-    }
-}
+use crate::session::sql;
 
 struct Rng(u64);
 
@@ -210,29 +44,44 @@ struct SimClient {
     scanner: Scanner,
     inbox: BytesMut,
     got: Vec<u8>,
+    /// What the client sent this round (shown when a check fails).
+    sent: Vec<String>,
     direct: ToyBackend,
 }
 
 impl SimClient {
-    fn new() -> Self {
+    fn new(naming: Naming) -> Self {
+        let mut statements = ClientStatements::new();
+        statements.set_naming(naming);
         SimClient {
-            statements: ClientStatements::new(),
+            statements,
             plan: ResponsePlan::new(),
             scanner: Scanner::new(1 << 20),
             inbox: BytesMut::new(),
             got: Vec::new(),
+            sent: Vec::new(),
             direct: ToyBackend::default(),
         }
     }
 
     fn send(&mut self, frame: &[u8], backend: &mut Backend) {
+        self.sent.push(String::from_utf8_lossy(frame).into_owned());
         self.direct.feed(frame);
         let tag = frame[0];
         let mut out = BytesMut::new();
-        if is_statement_message(tag) {
-            rewrite_client_message(
+        if is_statement_message(tag) || tag == b'Q' {
+            // What staging finds in the text of a Query or Parse.
+            let text = match tag {
+                b'Q' => cstr(&frame[5..]).map(|(q, _)| q),
+                b'P' => cstr(&frame[5..])
+                    .and_then(|(_, rest)| cstr(rest))
+                    .map(|(q, _)| q),
+                _ => None,
+            };
+            rewrite_with_resets(
                 tag,
                 frame,
+                text.map(sql::resets).unwrap_or_default(),
                 &mut self.statements,
                 &mut backend.prepared,
                 &mut self.plan,
@@ -334,7 +183,7 @@ fn batch(rng: &mut Rng, direct: &ToyBackend, errors: bool) -> Vec<Vec<u8>> {
     for _ in 0..1 + rng.below(6) {
         let name = NAMES[rng.below(NAMES.len())];
         let exists = known.contains(&name);
-        match rng.below(9) {
+        match rng.below(11) {
             0 | 1 if errors || !exists => {
                 let q = queries[rng.below(queries.len())];
                 let oids: &[u32] = if rng.chance(50) { &[] } else { &[23] };
@@ -349,6 +198,35 @@ fn batch(rng: &mut Rng, direct: &ToyBackend, errors: bool) -> Vec<Vec<u8>> {
                 frames.push(execute());
             }
             5 if errors || exists => frames.push(named(b'D', b'S', name)),
+            // SQL that drops statements, in its different forms.
+            9 if errors || exists => {
+                match rng.below(4) {
+                    0 => frames.push(msg(b'Q', format!("DEALLOCATE {name}\0").as_bytes())),
+                    1 => frames.push(msg(
+                        b'Q',
+                        format!("SELECT 1;DEALLOCATE {name}\0").as_bytes(),
+                    )),
+                    2 => {
+                        frames.push(parse_typed("", &format!("DEALLOCATE {name}"), &[]));
+                        frames.push(bind_to("", ""));
+                        frames.push(execute());
+                    }
+                    _ if errors => {
+                        // Fails before it gets to `name`: nothing is dropped. Last in its batch:
+                        // what is pipelined behind a failing drop is judged as if it succeeded
+                        // (a known limit, like failures in flight in general).
+                        let q = format!("DEALLOCATE nope;DEALLOCATE {name}\0");
+                        frames.push(msg(b'Q', q.as_bytes()));
+                        break;
+                    }
+                    _ => frames.push(msg(b'Q', format!("DEALLOCATE {name}\0").as_bytes())),
+                }
+                known.retain(|n| *n != name);
+            }
+            10 => {
+                frames.push(msg(b'Q', b"DEALLOCATE ALL\0"));
+                known.clear();
+            }
             6 => {
                 frames.push(named(b'C', b'S', name));
                 known.retain(|n| *n != name);
@@ -377,11 +255,13 @@ impl SimClient {
         let want = std::mem::take(&mut self.direct.out);
         assert!(
             self.got == want,
-            "seed {seed}: client saw\n{:?}\nPostgreSQL would have sent\n{:?}",
+            "seed {seed}: client sent\n{:?}\nand saw\n{:?}\nPostgreSQL would have sent\n{:?}",
+            self.sent,
             String::from_utf8_lossy(&self.got),
             String::from_utf8_lossy(&want)
         );
         self.got.clear();
+        self.sent.clear();
     }
 
     /// The client's names are exactly the direct session's named statements.
@@ -393,20 +273,37 @@ impl SimClient {
             .collect();
         mine.sort();
         truth.sort();
-        assert_eq!(mine, truth, "seed {seed}: client statement names");
+        assert_eq!(
+            mine, truth,
+            "seed {seed}: client statement names after {:?}",
+            self.sent
+        );
     }
 }
 
 impl Backend {
-    /// `ServerStatements` is exactly the set of global statements the backend has.
-    fn check(&self, seed: u64) {
+    fn new() -> Self {
+        Backend {
+            toy: ToyBackend::default(),
+            prepared: ServerStatements::new(),
+        }
+    }
+
+    /// `ServerStatements` is exactly the set of statements the backend has: global ones in
+    /// transaction pooling, the client's own names in session pooling.
+    fn check(&self, naming: Naming, seed: u64) {
         let mut have: Vec<String> = (self.toy.statements.keys())
-            .filter(|k| k.starts_with(GLOBAL_PREFIX.as_bytes()))
+            .filter(|k| !k.is_empty() && !k.starts_with(b"pgpivot_drop_"))
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .collect();
-        let mut think: Vec<String> = (self.prepared.prepared.iter())
-            .map(|h| format!("{GLOBAL_PREFIX}{h:016x}"))
-            .collect();
+        let mut think: Vec<String> = match naming {
+            Naming::Global => (self.prepared.hashes())
+                .map(|h| format!("{GLOBAL_PREFIX}{h:016x}"))
+                .collect(),
+            Naming::PassThrough => (self.prepared.names())
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect(),
+        };
         have.sort();
         think.sort();
         assert_eq!(have, think, "seed {seed}: server statements");
@@ -418,19 +315,29 @@ impl Backend {
 /// the proxy's optimistic view of the *later* batches already sent wrong — a known limit).
 /// Otherwise each batch's replies all arrive before the next batch (still in random pieces,
 /// partly while the batch is being sent), and errors of every kind are generated.
-fn simulate(seed: u64, pipelined: bool) {
+///
+/// Transaction pooling: three clients take turns on two shared backends. Session pooling: one
+/// client on a backend of its own, moved to a fresh one (a transparent failover) between rounds
+/// now and then.
+fn simulate(seed: u64, pipelined: bool, naming: Naming) {
     let mut rng = Rng(seed);
-    let mut clients: Vec<SimClient> = (0..3).map(|_| SimClient::new()).collect();
-    let mut backends: Vec<Backend> = (0..2)
-        .map(|_| Backend {
-            toy: ToyBackend::default(),
-            prepared: ServerStatements::new(),
-        })
-        .collect();
-    let mut tracked_rounds = 0;
+    let (nclients, nbackends) = match naming {
+        Naming::Global => (3, 2),
+        Naming::PassThrough => (1, 1),
+    };
+    let mut clients: Vec<SimClient> = (0..nclients).map(|_| SimClient::new(naming)).collect();
+    let mut backends: Vec<Backend> = (0..nbackends).map(|_| Backend::new()).collect();
+    let (mut tracked_rounds, mut moves) = (0, 0);
     for _round in 0..60 {
-        // Transaction pooling: any client on any backend, one at a time.
-        let (c, b) = (&mut clients[rng.below(3)], &mut backends[rng.below(2)]);
+        if naming == Naming::PassThrough && rng.chance(20) {
+            backends[0] = Backend::new();
+            clients[0].plan.reset();
+            moves += 1;
+        }
+        let (c, b) = (
+            &mut clients[rng.below(nclients)],
+            &mut backends[rng.below(nbackends)],
+        );
         let mut tracked = false;
         for _ in 0..1 + rng.below(4) {
             for frame in batch(&mut rng, &c.direct, !pipelined) {
@@ -448,24 +355,52 @@ fn simulate(seed: u64, pipelined: bool) {
         }
         c.deliver(usize::MAX, b);
         assert!(c.plan.is_settled() && c.inbox.is_empty(), "seed {seed}");
-        c.check_replies(seed);
         c.check_names(seed);
-        b.check(seed);
+        c.check_replies(seed);
+        b.check(naming, seed);
         tracked_rounds += usize::from(tracked);
     }
     assert!(tracked_rounds > 5, "seed {seed}: the plan was exercised");
+    assert!(
+        naming == Naming::Global || moves > 0,
+        "seed {seed}: failovers"
+    );
 }
 
 #[test]
 fn pooled_clients_see_exactly_what_postgres_sends_with_errors() {
     for seed in 1..=60u64 {
-        simulate(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), false);
+        simulate(
+            seed.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            false,
+            Naming::Global,
+        );
     }
 }
 
 #[test]
 fn pooled_clients_see_exactly_what_postgres_sends_pipelined() {
     for seed in 1..=60u64 {
-        simulate(seed.wrapping_mul(0xc2b2_ae3d_27d4_eb4f), true);
+        simulate(
+            seed.wrapping_mul(0xc2b2_ae3d_27d4_eb4f),
+            true,
+            Naming::Global,
+        );
+    }
+}
+
+#[test]
+fn session_clients_see_exactly_what_postgres_sends_across_failovers() {
+    for seed in 1..=60u64 {
+        simulate(
+            seed.wrapping_mul(0x1656_67b1_9e37_79f9),
+            false,
+            Naming::PassThrough,
+        );
+        simulate(
+            seed.wrapping_mul(0x27d4_eb2f_1656_67c5),
+            true,
+            Naming::PassThrough,
+        );
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use dashmap::DashMap;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::session::forward::Shared;
 
@@ -28,6 +28,51 @@ pub struct BackendKey {
     pub secret: Vec<u8>,
     /// The node the connection is on.
     pub node: usize,
+    /// Cancel requests sent to this connection's backend that PostgreSQL has not finished with.
+    pub in_flight: CancelsInFlight,
+}
+
+/// Cancel requests on their way to one backend. A cancel that arrives after its query ended
+/// would hit whatever the backend runs next: under pooling, possibly another client's query.
+/// So a connection with a cancel in flight is not handed to anyone until PostgreSQL has
+/// processed it (it closes the cancel connection once it has signalled the backend, which an
+/// idle backend then ignores).
+#[derive(Debug, Default)]
+pub struct CancelsInFlight(std::sync::atomic::AtomicU32);
+
+impl Clone for CancelsInFlight {
+    /// A copy of a key is a new key: nothing of its own in flight.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl CancelsInFlight {
+    fn begin(&self) -> InFlight<'_> {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlight(&self.0)
+    }
+
+    /// Waits (at most `bound`) until no cancel request to this backend is in flight.
+    pub async fn settled(&self, bound: Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        while self.0.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
+    }
+}
+
+/// One cancel request in flight (counted until dropped).
+struct InFlight<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl BackendKey {
@@ -178,7 +223,12 @@ impl CancelRegistry {
             matches.then(|| e.session.clone()).flatten()
         })?;
         let key = session.backend()?;
-        Some(CancelTarget { session, key })
+        let ready_at = session.ready_count();
+        Some(CancelTarget {
+            session,
+            key,
+            ready_at,
+        })
     }
 
     /// Every client now connected.
@@ -240,20 +290,30 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct CancelTarget {
     session: Arc<Shared>,
     pub key: Arc<BackendKey>,
+    /// The client's ReadyForQuery count then: the request the cancel is meant for ends with
+    /// the next one.
+    ready_at: u64,
 }
 
 impl CancelTarget {
-    /// Still held by the same client. In transaction mode the connection may go back to the
-    /// pool (and to another client) while the cancel connection is being opened: checked again
-    /// right before the packet is sent, so another client's query is not cancelled.
+    /// Still held by the same client, running the same request. In transaction mode the
+    /// connection may go back to the pool (and to another client) while the cancel connection
+    /// is being opened, and in any mode the request may end meanwhile and the client send its
+    /// next: checked again right before the packet is sent, so neither another client's query
+    /// nor the client's next one is cancelled.
     pub fn still_held(&self) -> bool {
-        self.session
-            .backend()
-            .is_some_and(|b| Arc::ptr_eq(&b, &self.key))
+        self.session.ready_count() == self.ready_at
+            && self
+                .session
+                .backend()
+                .is_some_and(|b| Arc::ptr_eq(&b, &self.key))
     }
 
+    /// Sends the cancel; the client's next requests wait until PostgreSQL has processed it.
     pub async fn send(self) {
-        send_cancel_if(self.key.clone(), || self.still_held()).await
+        self.session.cancel_in_flight(true);
+        send_cancel_if(self.key.clone(), || self.still_held()).await;
+        self.session.cancel_in_flight(false);
     }
 }
 
@@ -269,6 +329,7 @@ async fn send_cancel_if(key: Arc<BackendKey>, still_meant: impl Fn() -> bool) {
         tracing::debug!(backend = %key.addr, "no cancel key from this server; cancel not sent");
         return;
     }
+    let _in_flight = key.in_flight.begin();
     let result = tokio::time::timeout(Duration::from_secs(5), async {
         let mut s = tokio::net::TcpStream::connect(key.addr).await?;
         if !still_meant() {
@@ -281,6 +342,10 @@ async fn send_cancel_if(key: Arc<BackendKey>, still_meant: impl Fn() -> bool) {
         b.put_slice(&key.secret);
         s.write_all(&b).await?;
         s.shutdown().await?;
+        // PostgreSQL closes the connection once it has signalled the backend: until then the
+        // cancel is in flight (and the connection not handed to anyone else).
+        let mut rest = [0u8; 64];
+        while s.read(&mut rest).await? > 0 {}
         Ok::<_, std::io::Error>(true)
     })
     .await;
@@ -312,6 +377,7 @@ mod tests {
             pid: 42,
             secret: vec![1, 2, 3, 4],
             node: 1,
+            in_flight: Default::default(),
         };
         let session = Arc::new(crate::session::forward::Shared::new());
         h.set_session(session.clone());
@@ -321,6 +387,12 @@ mod tests {
         );
         session.set_backend(Some(Arc::new(key)));
         assert_eq!(r.lookup(h.pid, &h.secret).unwrap().key.pid, 42);
+        // A cancel is meant for the request running when it arrived: once that one has ended
+        // (a ReadyForQuery), it is not sent to whatever runs next.
+        let target = r.lookup(h.pid, &h.secret).unwrap();
+        assert!(target.still_held());
+        session.ready_sent();
+        assert!(!target.still_held());
         assert_eq!(r.clients(0)[0].node, Some(1));
         assert_eq!(r.clients(0)[0].server_pid, Some(42));
         let mut wrong = h.secret;
@@ -341,6 +413,7 @@ mod tests {
                 pid,
                 secret: vec![1, 2, 3, 4],
                 node,
+                in_flight: Default::default(),
             })
         };
         // Two clients on servers of different nodes that happen to have the same pid.
@@ -377,6 +450,7 @@ mod tests {
             pid: 7,
             secret: vec![1, 2, 3, 4],
             node: 0,
+            in_flight: Default::default(),
         });
         let r = CancelRegistry::new();
         let h = r.register(ClientMeta::default(), None);
@@ -418,6 +492,7 @@ mod tests {
             pid: 0,
             secret: Vec::new(),
             node: 0,
+            in_flight: Default::default(),
         };
         assert!(!key.can_cancel());
         send_cancel(Arc::new(key.clone())).await;

@@ -92,6 +92,7 @@ impl Server {
             pid: conn.pid,
             secret: conn.secret.clone(),
             node: node_id,
+            in_flight: Default::default(),
         });
         let normal = startup_params::normalize(startup);
         let startup_gucs = startup_params::settable(&normal)

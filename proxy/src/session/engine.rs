@@ -355,6 +355,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
                         let _ = super::forward::send(&mut cw, &told).await;
                     }
                 }
+                settle_cancels(&a).await;
                 a.pool.checkin(a.server, true);
                 // Idle clients keep no buffers (memory per idle client is what transaction
                 // pooling is for); the next attachment takes them from the thread's cache.
@@ -389,6 +390,7 @@ pub async fn run<S: ClientSocket>(ctx: &Ctx, conn: ClientConn<S>, login: Login) 
 /// its parameters back to those it was opened with, which the next client of the same
 /// startup parameters then finds; `Server::discard_all` records that).
 async fn give_back(mut a: Box<Attached>, clean: bool, mode: PoolMode) {
+    settle_cancels(&a).await;
     if clean && mode == PoolMode::Session {
         let ok = tokio::time::timeout(Duration::from_secs(5), a.server.discard_all())
             .await
@@ -397,5 +399,14 @@ async fn give_back(mut a: Box<Attached>, clean: bool, mode: PoolMode) {
         a.pool.checkin(a.server, ok);
     } else {
         a.pool.checkin(a.server, clean);
+    }
+}
+
+/// A connection goes to no one else while a cancel request sent for this client's query is
+/// on its way: arriving late, it would cancel the next client's query instead.
+async fn settle_cancels(a: &Attached) {
+    let cancels = &a.server.cancel_key.in_flight;
+    if cancels.any() {
+        Box::pin(cancels.settled(Duration::from_secs(5))).await;
     }
 }

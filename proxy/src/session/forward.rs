@@ -166,6 +166,11 @@ where
             .client_boundary
             .store(side.scan.at_boundary() && whole, Ordering::Relaxed);
         if !side.out.is_empty() {
+            if shared.cancels_in_flight() {
+                // What the client sends after a cancel request waits until PostgreSQL has
+                // processed it: arriving late, it would cancel this instead.
+                wait_for_cancels(shared).await;
+            }
             shared.in_flight.store(pos, Ordering::Relaxed);
             let wrote = server.write_all(&side.out).await;
             shared.tally.bytes_in(side.out.len());
@@ -191,6 +196,19 @@ where
             Ok(_) => shared.last_active.store(ctx.clock.now(), Ordering::Relaxed),
         }
     }
+}
+
+/// Waits (5 s at most) until none of the client's cancel requests is on its way.
+/// (Boxed: rare, and the pump's future should not carry its state.)
+fn wait_for_cancels(
+    shared: &Shared,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + '_>> {
+    Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while shared.cancels_in_flight() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    })
 }
 
 pub fn still_primary(ctx: &Ctx, node_id: usize) -> bool {

@@ -1,7 +1,7 @@
 //! State the two pumps and the engine share for one client session: request and transaction
 //! bookkeeping (atomics), pinning, the prepared-statement state, and the stop/wake channel.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -55,6 +55,12 @@ pub struct Shared {
     backend: Mutex<Option<std::sync::Arc<crate::cancel::BackendKey>>>,
     /// Traffic counts not yet added to the pool's and the process's totals.
     pub tally: Tally,
+    /// ReadyForQuery messages the client has been sent: a cancel request is meant for the
+    /// request running when it arrived, so it is dropped once this moves on.
+    ready_count: AtomicU64,
+    /// Cancel requests of this client on their way to PostgreSQL: its next requests wait for
+    /// them (a late cancel would hit them instead of the query it was meant for).
+    cancels: AtomicU32,
 }
 
 impl Default for Shared {
@@ -86,6 +92,8 @@ impl Shared {
             wake: Notify::new(),
             backend: Mutex::new(None),
             tally: Tally::default(),
+            ready_count: AtomicU64::new(0),
+            cancels: AtomicU32::new(0),
         }
     }
 
@@ -177,6 +185,28 @@ impl Shared {
 
     pub(super) fn note_params_reset(&self) {
         self.params_reset.store(true, Ordering::Relaxed);
+    }
+
+    /// A ReadyForQuery went to the client.
+    pub fn ready_sent(&self) {
+        self.ready_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn ready_count(&self) -> u64 {
+        self.ready_count.load(Ordering::Relaxed)
+    }
+
+    /// A cancel request of this client is on its way (`false` once it is done).
+    pub fn cancel_in_flight(&self, on: bool) {
+        if on {
+            self.cancels.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.cancels.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    pub fn cancels_in_flight(&self) -> bool {
+        self.cancels.load(Ordering::Acquire) > 0
     }
 
     pub(super) fn params_reset_pending(&self) -> bool {

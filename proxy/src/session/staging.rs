@@ -369,6 +369,7 @@ fn observe(
             prepared::plans_invalidated();
         }
         b'Z' => {
+            shared.ready_sent();
             let _ = shared
                 .pending
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {

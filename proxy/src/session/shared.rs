@@ -237,4 +237,7 @@ pub struct PrepState {
     /// Statements and portals of `SHOW pool_*` commands pgpivot answers itself (extended
     /// protocol); boxed, as most clients never have one.
     pub local: Option<Box<pgpivot_admin::Responder>>,
+    /// The client's named statements whose text resets parameters (`DISCARD ALL`, `RESET`):
+    /// executing one is a reset (see `Shared::note_params_reset`). Rare, so boxed.
+    pub param_resetters: Option<Box<std::collections::HashSet<Vec<u8>>>>,
 }

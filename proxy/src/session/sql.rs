@@ -30,6 +30,9 @@ pub enum Effect {
     /// RESET (of one parameter or all) or `SET … TO DEFAULT`: parameters go back to the values
     /// the server connection started with, which in transaction mode are not the client's.
     ResetParams,
+    /// `CREATE`, `ALTER` or `DROP` of something lasting: plans of other statements may no longer
+    /// fit (see `prepared::plans_invalidated`).
+    SchemaChange,
 }
 
 /// A statement that drops protocol-level prepared statements as well as SQL-level ones.
@@ -256,6 +259,7 @@ pub(super) fn statement_effect(head: &str, with_hold: bool, into_temp: bool) -> 
         }
         "discard" if w(1) == "all" => Some(Effect::DiscardAll),
         "reset" => Some(Effect::ResetParams),
+        "create" | "alter" | "drop" => Some(Effect::SchemaChange),
         _ => None,
     }
 }

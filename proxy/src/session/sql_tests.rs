@@ -59,7 +59,7 @@ fn not_pins() {
     assert!(e("select 'prepare listen; create temp table'").is_empty());
     assert!(e("select 1 -- ; listen x").is_empty());
     assert!(e("select $$; prepare x as select 1$$").is_empty());
-    assert!(e("CREATE TABLE t(a int)").is_empty());
+    assert_eq!(e("CREATE TABLE t(a int)"), vec![Effect::SchemaChange]);
     assert!(e("select é from t").is_empty());
 }
 
@@ -168,5 +168,20 @@ fn parameter_resets() {
     assert_eq!(
         e("SET statement_timeout TO defaults"),
         vec![Effect::Pin("SET of a parameter the server does not report")]
+    );
+}
+
+#[test]
+fn schema_changes() {
+    for ddl in [
+        "ALTER TABLE t ADD COLUMN c int",
+        "drop table t",
+        "create table t(a int)",
+    ] {
+        assert_eq!(e(ddl), vec![Effect::SchemaChange], "{ddl}");
+    }
+    assert_eq!(
+        e("create temp table t(a int)"),
+        vec![Effect::Pin("temporary table")]
     );
 }

@@ -130,13 +130,21 @@ pub(super) fn stage_client_bytes(
                     shared.unsynced.store(false, Ordering::Relaxed);
                     let text = views::query_text(&frame[5..]);
                     count_statement(text, counters);
-                    resets = text_effects(text, shared, true);
+                    let (drops, resets_params) = text_effects(text, shared);
+                    resets = drops;
+                    if resets_params {
+                        shared.note_params_reset();
+                    }
                 } else {
                     shared.unsynced.store(true, Ordering::Relaxed);
                     if tag == b'P' {
                         let text = parse_query_text(&frame[5..]);
                         count_statement(text, counters);
-                        resets = text_effects(text, shared, false);
+                        let (drops, resets_params) = text_effects(text, shared);
+                        resets = drops;
+                        note_param_resetter(&mut prep, &frame[5..], resets_params, shared);
+                    } else if tag == b'B' {
+                        bind_of_param_resetter(&prep, &frame[5..], shared);
                     }
                 }
                 let PrepState {
@@ -206,30 +214,64 @@ pub(super) fn count_statement(text: Option<&[u8]>, counters: Option<&NodeCounter
     }
 }
 
-/// Session-bound statements pin the client; parameter resets of a text that `runs` now (a
-/// simple query) are noted for the engine (a prepared one is noted by its CommandComplete when
-/// it runs, see `observe`); statements that drop prepared statements are returned for
-/// `prepared` (which applies them as sent and has their CommandComplete confirm them).
-fn text_effects(text: Option<&[u8]>, shared: &Shared, runs: bool) -> Vec<sql::Reset> {
+/// Session-bound statements pin the client, schema changes invalidate shared plans; returns
+/// the statements that drop prepared statements, for `prepared` (which applies them as sent and
+/// has their CommandComplete confirm them), and whether the text resets parameters.
+fn text_effects(text: Option<&[u8]>, shared: &Shared) -> (Vec<sql::Reset>, bool) {
     let Some(text) = text else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
     if sql::is_plain(text) {
-        return Vec::new();
+        return (Vec::new(), false);
     }
-    pin_all(sql::effects(text), shared, runs);
-    sql::resets(text)
+    let resets_params = pin_all(sql::effects(text), shared);
+    (sql::resets(text), resets_params)
 }
 
-/// Pins for session-bound statements; notes parameter resets if the text `runs` now (see
-/// `Shared::note_params_reset`).
-pub(super) fn pin_all(effects: Vec<Effect>, shared: &Shared, runs: bool) {
+/// Pins for session-bound statements, a new plan epoch for a schema change; returns whether
+/// parameters are reset (`RESET`, `DISCARD ALL`, `SET … TO DEFAULT`).
+pub(super) fn pin_all(effects: Vec<Effect>, shared: &Shared) -> bool {
+    let mut resets_params = false;
     for e in effects {
         match e {
             Effect::Pin(why) => shared.pin(why),
-            Effect::ResetParams | Effect::DiscardAll if runs => shared.note_params_reset(),
+            Effect::ResetParams | Effect::DiscardAll => resets_params = true,
+            // Noted as sent: a spurious early bump costs only preparing again.
+            Effect::SchemaChange => prepared::plans_invalidated(),
             _ => {}
         }
+    }
+    resets_params
+}
+
+/// A Parse whose text resets parameters: the unnamed statement runs in this batch (noted now);
+/// a named one is noted when a portal is bound to it (see [`bind_of_param_resetter`]).
+fn note_param_resetter(prep: &mut PrepState, body: &[u8], resets: bool, shared: &Shared) {
+    let Some(name) = body.iter().position(|&b| b == 0).map(|n| &body[..n]) else {
+        return;
+    };
+    if name.is_empty() {
+        if resets {
+            shared.note_params_reset();
+        }
+    } else if resets {
+        prep.param_resetters
+            .get_or_insert_with(Default::default)
+            .insert(name.to_vec());
+    } else if let Some(set) = prep.param_resetters.as_mut() {
+        set.remove(name);
+    }
+}
+
+/// A Bind of a statement that resets parameters: its Execute will.
+pub(super) fn bind_of_param_resetter(prep: &PrepState, body: &[u8], shared: &Shared) {
+    let Some(set) = prep.param_resetters.as_ref() else {
+        return;
+    };
+    let mut parts = body.splitn(3, |&b| b == 0);
+    let (_portal, statement) = (parts.next(), parts.next());
+    if statement.is_some_and(|s| set.contains(s)) {
+        shared.note_params_reset();
     }
 }
 
@@ -358,16 +400,6 @@ fn observe(
     server_fatal: &mut bool,
 ) -> bool {
     match tag {
-        // A prepared `DISCARD ALL` or `RESET` that ran (a simple query's is noted as sent).
-        b'C' if body == b"DISCARD ALL\0" || body == b"RESET\0" => shared.note_params_reset(),
-        b'C' if [&b"CREATE "[..], b"ALTER ", b"DROP "]
-            .iter()
-            .any(|ddl| body.starts_with(ddl)) =>
-        {
-            // The schema may have changed: identical texts prepared from now on are planned
-            // afresh (see `prepared::plans_invalidated`).
-            prepared::plans_invalidated();
-        }
         b'Z' => {
             shared.ready_sent();
             let _ = shared

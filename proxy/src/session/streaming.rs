@@ -19,7 +19,7 @@ use super::forward::{ClientEnd, ClientSide};
 use super::prepared::{self, Rewrite};
 use super::shared::{PrepState, Shared};
 use super::sql_stream::EffectScanner;
-use super::staging::{count_statement, pin_all};
+use super::staging::{bind_of_param_resetter, count_statement, pin_all};
 use crate::topology::counters::NodeCounters;
 
 /// Client messages pooling reads are held whole up to this size; a larger simple query or
@@ -113,6 +113,7 @@ fn start_bind(
     frame.extend_from_slice(&((names + 4) as i32).to_be_bytes());
     frame.extend_from_slice(&body[..names]);
     shared.unsynced.store(true, Ordering::Relaxed);
+    bind_of_param_resetter(prep, &frame[HEADER_LEN..], shared);
     let staged = side.out.len();
     let PrepState {
         plan,
@@ -191,7 +192,9 @@ pub(super) fn passing(
     };
     if part == left {
         if let Some(Streaming::Query(q)) = side.stream.take() {
-            pin_all(q.effects.finish(), shared, true);
+            if pin_all(q.effects.finish(), shared) {
+                shared.note_params_reset();
+            }
         }
     }
     dropped
